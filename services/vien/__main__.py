@@ -1,0 +1,5 @@
+import sys
+
+from vien.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `vien` command line."""

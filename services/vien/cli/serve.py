@@ -1,0 +1,30 @@
+"""`vien serve SERVICE`: run one service in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from vien.runtime.config import Settings
+from vien.runtime.grpc_server import run_app
+from vien.runtime.logs import setup_logging
+from vien.runtime.metrics import serve_metrics
+from vien.runtime.registry import SERVICES, port_of
+from vien.runtime.telemetry import setup_tracing, shutdown_tracing
+
+
+def serve(name: str, port: int | None = None, host: str | None = None, metrics_port: int | None = None) -> int:
+    spec = SERVICES[name]
+    settings = Settings.from_env()
+    setup_logging(name, settings.log_level)
+    setup_tracing(name)
+    _ = settings.config  # fail fast on a bad profiles file, before binding a port
+    if metrics_port is None and os.environ.get("VIEN_METRICS_PORT"):
+        metrics_port = int(os.environ["VIEN_METRICS_PORT"])
+    serve_metrics(metrics_port)
+    app = spec.create(settings)
+    try:
+        asyncio.run(run_app(app, settings, port if port is not None else port_of(spec.address(settings)), host))
+    finally:
+        shutdown_tracing()
+    return 0

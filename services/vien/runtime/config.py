@@ -1,0 +1,233 @@
+"""Configuration: process settings from the environment and the validated profiles file.
+
+Every service reads the same profiles file, so the router, the embedders and (later) search and
+ingest agree on what a profile means. A bad file fails fast with one message naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LANGS = ("vi", "en", "other")
+_COLLECTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """The profiles file (or an environment setting) is invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EncoderConfig(_Strict):
+    backend: Literal["onnx", "openai"]
+    # onnx: "builtin:<name>" (built at setup into VIEN_MODELS_DIR), a local directory, or a HF repo id.
+    # openai: the model name the server expects.
+    model: str
+    variant: Literal["fp32", "int8", "fp16"] = "fp32"
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+    # openai backend (vLLM or any OpenAI-compatible /v1/embeddings server)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    send_dimensions: bool = True
+    # throughput knobs for document encoding
+    max_batch_tokens: int = Field(default=8192, ge=64)
+    max_batch_texts: int = Field(default=64, ge=1)
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> EncoderConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("base_url is required for backend 'openai'")
+        return self
+
+
+class ProfileConfig(_Strict):
+    description: str = ""
+    query_encoder: str
+    document_encoder: str
+    query_prompt: str = "{text}"
+    document_prompt: str = "{text}"
+    pooling: Literal["mean", "last_token", "cls"] = "mean"
+    dims: int = Field(ge=1, le=65536)
+    mrl: bool = False
+    min_dims: int = Field(default=32, ge=1)
+    max_tokens: int = Field(default=512, ge=8, le=131072)
+    collection: str
+
+    @field_validator("query_prompt", "document_prompt")
+    @classmethod
+    def _has_placeholder(cls, v: str) -> str:
+        if v.count("{text}") != 1:
+            raise ValueError("must contain '{text}' exactly once")
+        return v
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str) -> str:
+        if not _COLLECTION_RE.match(v):
+            raise ValueError("must match [A-Za-z0-9_][A-Za-z0-9_.-]* (at most 128 characters)")
+        return v
+
+    @model_validator(mode="after")
+    def _dims_range(self) -> ProfileConfig:
+        if self.min_dims > self.dims:
+            raise ValueError(f"min_dims ({self.min_dims}) must not exceed dims ({self.dims})")
+        return self
+
+    def check_dims(self, requested: int) -> int:
+        """Resolve requested output dims (0 = default); raise ValueError naming the allowed range."""
+        if requested == 0 or requested == self.dims:
+            return self.dims
+        if not self.mrl:
+            raise ValueError(f"only {self.dims} is supported by this profile (no MRL truncation)")
+        if not self.min_dims <= requested <= self.dims:
+            raise ValueError(f"{requested} is out of range; allowed {self.min_dims}..{self.dims}")
+        return requested
+
+    def prompt(self, kind: Literal["query", "document"], text: str) -> str:
+        template = self.query_prompt if kind == "query" else self.document_prompt
+        # str.replace, not str.format: user text may contain braces.
+        return template.replace("{text}", text)
+
+
+class RoutingConfig(_Strict):
+    default: str
+    languages: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("languages")
+    @classmethod
+    def _known_langs(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(LANGS))
+        if unknown:
+            raise ValueError(f"unknown language(s) {unknown}; expected some of {list(LANGS)}")
+        return v
+
+
+class LimitsConfig(_Strict):
+    max_texts_per_request: int = Field(default=256, ge=1, le=100000)
+    max_text_chars: int = Field(default=100000, ge=1)
+
+
+class VienConfig(_Strict):
+    version: Literal[1] = 1
+    encoders: dict[str, EncoderConfig]
+    profiles: dict[str, ProfileConfig]
+    routing: RoutingConfig
+    limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> VienConfig:
+        if not self.profiles:
+            raise ValueError("profiles: at least one profile is required")
+        for name, p in self.profiles.items():
+            for role in ("query_encoder", "document_encoder"):
+                ref = getattr(p, role)
+                if ref not in self.encoders:
+                    raise ValueError(
+                        f"profiles.{name}.{role}: unknown encoder {ref!r} (known: {sorted(self.encoders)})"
+                    )
+        targets = {"routing.default": self.routing.default}
+        targets.update({f"routing.languages.{k}": v for k, v in self.routing.languages.items()})
+        for where, prof in targets.items():
+            if prof not in self.profiles:
+                raise ValueError(f"{where}: unknown profile {prof!r} (known: {sorted(self.profiles)})")
+        return self
+
+    def profile(self, name: str) -> ProfileConfig:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def route(self, lang: str) -> str:
+        return self.routing.languages.get(lang, self.routing.default)
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("vien.config") / "profiles.yaml"))
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']}")
+    return f"{path}: invalid profiles config: " + "; ".join(parts)
+
+
+def load_config(path: str | Path | None = None) -> VienConfig:
+    p = Path(path) if path else default_config_path()
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: profiles config not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return VienConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(p, exc)) from None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment {name}={raw!r}: expected an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process settings from VIEN_* environment variables (12-factor; Helm sets them)."""
+
+    config_path: Path | None = None
+    models_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "vien" / "models")
+    host: str = "127.0.0.1"
+    router_addr: str = "127.0.0.1:50051"
+    query_embedder_addr: str = "127.0.0.1:50052"
+    doc_embedder_addr: str = "127.0.0.1:50053"
+    redis_url: str | None = None
+    max_message_bytes: int = 16 * 1024 * 1024
+    query_max_batch: int = 32
+    query_max_queue: int = 512
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        d = cls()
+        return cls(
+            config_path=Path(env["VIEN_CONFIG"]) if env.get("VIEN_CONFIG") else None,
+            models_dir=Path(env["VIEN_MODELS_DIR"]) if env.get("VIEN_MODELS_DIR") else d.models_dir,
+            host=env.get("VIEN_HOST", d.host),
+            router_addr=env.get("VIEN_ROUTER_ADDR", d.router_addr),
+            query_embedder_addr=env.get("VIEN_QUERY_EMBEDDER_ADDR", d.query_embedder_addr),
+            doc_embedder_addr=env.get("VIEN_DOC_EMBEDDER_ADDR", d.doc_embedder_addr),
+            redis_url=env.get("VIEN_REDIS_URL") or None,
+            max_message_bytes=_env_int("VIEN_MAX_MESSAGE_BYTES", d.max_message_bytes),
+            query_max_batch=_env_int("VIEN_QUERY_MAX_BATCH", d.query_max_batch),
+            query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
+            log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
+        )
+
+    @cached_property
+    def config(self) -> VienConfig:
+        return load_config(self.config_path)

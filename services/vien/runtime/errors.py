@@ -1,0 +1,57 @@
+"""Domain errors that map onto gRPC status codes at the transport edge.
+
+Plain logic raises these; the gRPC layer turns them into statuses, so that the logic stays testable
+without a network and no path answers INTERNAL/UNKNOWN for a client mistake.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class VienError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(VienError):
+    """A request field is invalid. The message starts with the field name and states the limit."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(VienError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ResourceExhausted(VienError):
+    """Overload: the caller should retry after `retry_after_ms`."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_ms: int = 100) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class Unavailable(VienError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class FailedPrecondition(VienError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class UpstreamError(VienError):
+    """A downstream service answered with an error status; it is passed on with the same code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,31 @@
+"""Client channels between services: tracing interceptors, size limits, keepalive, deadlines."""
+
+from __future__ import annotations
+
+import grpc
+
+from vien.runtime.config import Settings
+from vien.runtime.telemetry import client_interceptors
+
+
+def channel_options(settings: Settings) -> list[tuple[str, int | str]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.enable_retries", 1),
+    ]
+
+
+def aio_channel(address: str, settings: Settings) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address, options=channel_options(settings), interceptors=client_interceptors()
+    )
+
+
+def remaining_timeout(context: grpc.aio.ServicerContext, default: float, floor: float = 0.001) -> float:
+    """The caller's deadline, passed on to the next hop (the default when the caller set none)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return default
+    return max(floor, remaining)

@@ -1,0 +1,197 @@
+"""gRPC server bootstrap shared by every service.
+
+Each service is a `GrpcApp`: plain logic plus a thin servicer. This module gives all of them the
+same server: OpenTelemetry interceptor, message size limits, grpc.health.v1 (NOT_SERVING until the
+app has loaded its models), reflection, graceful shutdown on SIGTERM/SIGINT, and one error mapping
+(domain errors -> status codes, undecodable requests -> INVALID_ARGUMENT, never a bare INTERNAL for
+a client's mistake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+
+from vien.runtime.config import Settings
+from vien.runtime.errors import ResourceExhausted, VienError
+from vien.runtime.telemetry import server_interceptors
+
+log = logging.getLogger("vien.server")
+
+
+class HealthReporter:
+    """Lets an app flip its own serving state (e.g. when a backend or the space guard fails)."""
+
+    def __init__(self, servicer: health.aio.HealthServicer, names: list[str]) -> None:
+        self._servicer = servicer
+        self._names = ["", *names]
+        self.serving = False
+
+    async def set(self, serving: bool, reason: str = "") -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if serving != self.serving or reason:
+            log.info("health %s%s", "SERVING" if serving else "NOT_SERVING", f": {reason}" if reason else "")
+        self.serving = serving
+        for n in self._names:
+            await self._servicer.set(n, status)
+
+
+class GrpcApp(Protocol):
+    name: str
+
+    def services(self) -> list[tuple[ServiceDescriptor, object]]: ...
+
+    async def start(self, health: HealthReporter) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    type_name: str
+    error: str
+
+
+def _safe_deserializer(cls: type[Message]) -> Callable[[bytes], Message | _Undecodable]:
+    def deserialize(data: bytes) -> Message | _Undecodable:
+        try:
+            return cls.FromString(data)
+        except (DecodeError, ValueError, UnicodeDecodeError) as exc:
+            # Invalid UTF-8 in a string field lands here too.
+            return _Undecodable(cls.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(exc, ResourceExhausted):
+        context.set_trailing_metadata((("retry-after-ms", str(exc.retry_after_ms)),))
+        await context.abort(exc.code, exc.message)
+    if isinstance(exc, VienError):
+        await context.abort(exc.code, exc.message)
+    span = trace.get_current_span()
+    ctx = span.get_span_context()
+    trace_id = f"{ctx.trace_id:032x}" if ctx.is_valid else "-"
+    log.exception("unhandled error", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (trace_id {trace_id}); see server log")
+
+
+def _undecodable_message(req: _Undecodable) -> str:
+    return f"request: not a valid {req.type_name} message ({req.error})"
+
+
+def _wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(request))
+        try:
+            return await fn(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context)
+
+    return handler
+
+
+def _wrap_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def checked() -> AsyncIterator[Any]:
+            async for req in request_iterator:
+                if isinstance(req, _Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(req))
+                yield req
+
+        try:
+            async for resp in fn(checked(), context):
+                yield resp
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context)
+
+    return handler
+
+
+def _method_handler(method: MethodDescriptor, impl: object) -> grpc.RpcMethodHandler:
+    req_cls = message_factory.GetMessageClass(method.input_type)
+    resp_cls = message_factory.GetMessageClass(method.output_type)
+    fn = getattr(impl, method.name)
+    deser = _safe_deserializer(req_cls)
+    ser = resp_cls.SerializeToString
+    if method.client_streaming and method.server_streaming:
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(fn), deser, ser)
+    if method.client_streaming or method.server_streaming:
+        raise NotImplementedError(f"{method.full_name}: half-streaming methods are not used by vien")
+    return grpc.unary_unary_rpc_method_handler(_wrap_unary(fn), deser, ser)
+
+
+def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: object) -> None:
+    handlers = {m.name: _method_handler(m, impl) for m in service.methods}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None = None,
+                  ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve `app` until SIGTERM/SIGINT (or `stop` is set); health is NOT_SERVING until start() returns."""
+    server = grpc.aio.server(interceptors=server_interceptors(), options=server_options(settings))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = []
+    for desc, impl in app.services():
+        add_service(server, desc, impl)
+        names.append(desc.full_name)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    address = f"{host or settings.host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot bind {address}")
+    reporter = HealthReporter(health_servicer, names)
+    await reporter.set(False)
+    await server.start()
+    log.info("listening on %s:%d (%s)", host or settings.host, bound, app.name)
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start(reporter)
+        if not stop.is_set():
+            await reporter.set(True)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        log.info("shutting down %s", app.name)
+        await reporter.set(False)
+        await server.stop(grace=5)
+        await app.stop()

@@ -1,0 +1,29 @@
+"""Prometheus metrics shared by the services; served on VIEN_METRICS_PORT when it is set."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("vien.metrics")
+
+RPC_LATENCY = Histogram(
+    "vien_rpc_latency_seconds", "Server-side latency per RPC", ["service", "method"],
+    buckets=(0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.0, 5.0),
+)
+BATCH_SIZE = Histogram(
+    "vien_batch_size", "Texts per inference batch", ["service"], buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+QUEUE_DEPTH = Gauge("vien_queue_depth", "Texts waiting for inference", ["service"])
+TOKENS = Counter("vien_tokens_total", "Tokens embedded", ["service", "profile"])
+TEXTS = Counter("vien_texts_total", "Texts embedded", ["service", "profile"])
+REJECTED = Counter("vien_rejected_total", "Requests rejected for overload", ["service"])
+CACHE_REQUESTS = Counter("vien_cache_requests_total", "Query cache lookups", ["result"])  # hit|miss|error
+CACHE_UP = Gauge("vien_cache_up", "1 when the query cache (Redis) is reachable, 0 when serving uncached")
+
+
+def serve_metrics(port: int | None, host: str = "0.0.0.0") -> None:
+    if port:
+        start_http_server(port, addr=host)
+        log.info("metrics on http://%s:%d/metrics", host, port)

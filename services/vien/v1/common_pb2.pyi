@@ -1,0 +1,54 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EmbedKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMBED_KIND_UNSPECIFIED: _ClassVar[EmbedKind]
+    EMBED_KIND_QUERY: _ClassVar[EmbedKind]
+    EMBED_KIND_DOCUMENT: _ClassVar[EmbedKind]
+EMBED_KIND_UNSPECIFIED: EmbedKind
+EMBED_KIND_QUERY: EmbedKind
+EMBED_KIND_DOCUMENT: EmbedKind
+
+class Embedding(_message.Message):
+    __slots__ = ("vector", "dims", "profile", "model_id", "lang", "token_count", "truncated", "cache_hit", "lang_score")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    LANG_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    LANG_SCORE_FIELD_NUMBER: _ClassVar[int]
+    vector: bytes
+    dims: int
+    profile: str
+    model_id: str
+    lang: str
+    token_count: int
+    truncated: bool
+    cache_hit: bool
+    lang_score: float
+    def __init__(self, vector: _Optional[bytes] = ..., dims: _Optional[int] = ..., profile: _Optional[str] = ..., model_id: _Optional[str] = ..., lang: _Optional[str] = ..., token_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., cache_hit: _Optional[bool] = ..., lang_score: _Optional[float] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("total_ms", "stage_ms")
+    class StageMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_MS_FIELD_NUMBER: _ClassVar[int]
+    total_ms: float
+    stage_ms: _containers.ScalarMap[str, float]
+    def __init__(self, total_ms: _Optional[float] = ..., stage_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...

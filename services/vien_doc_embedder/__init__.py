@@ -1,0 +1,1 @@
+"""doc-embedder: throughput-first embedding of documents (ONNX on CPU; vLLM over HTTP in production)."""

@@ -1,0 +1,61 @@
+"""gRPC layer of the doc-embedder: translate messages, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from vien.embedding.vectors import pack
+from vien.runtime.config import Settings
+from vien.runtime.grpc_server import HealthReporter
+from vien.runtime.metrics import RPC_LATENCY
+from vien.v1 import common_pb2, embedder_pb2
+
+from vien_doc_embedder.logic import DocEmbedder, DocResult
+
+
+def _response(res: DocResult) -> embedder_pb2.EncodeResponse:
+    return embedder_pb2.EncodeResponse(
+        results=[
+            embedder_pb2.EncodedText(vector=pack(i.vector), dims=int(i.vector.shape[-1]),
+                                     token_count=i.token_count, truncated=i.truncated)
+            for i in res.items
+        ],
+        model_id=res.model_id,
+        timings=common_pb2.Timings(total_ms=res.stage_ms["total"], stage_ms=res.stage_ms),
+    )
+
+
+class DocEmbedderServicer:
+    def __init__(self, logic: DocEmbedder) -> None:
+        self.logic = logic
+
+    async def Encode(self, request: embedder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
+                     ) -> embedder_pb2.EncodeResponse:
+        with RPC_LATENCY.labels("doc-embedder", "Encode").time():
+            res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
+                                          request.strict)
+        return _response(res)
+
+    async def EncodeStream(self, requests: AsyncIterator[embedder_pb2.EncodeRequest],
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[embedder_pb2.EncodeResponse]:
+        async for request in requests:
+            res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
+                                          request.strict)
+            yield _response(res)
+
+
+class DocEmbedderApp:
+    name = "doc-embedder"
+
+    def __init__(self, settings: Settings) -> None:
+        self.logic = DocEmbedder(settings, settings.config)
+
+    def services(self) -> list[tuple[object, object]]:
+        return [(embedder_pb2.DESCRIPTOR.services_by_name["DocEmbedder"], DocEmbedderServicer(self.logic))]
+
+    async def start(self, health: HealthReporter) -> None:
+        await self.logic.start()
+
+    async def stop(self) -> None:
+        await self.logic.close()

@@ -1,0 +1,423 @@
+"""Language identification for routing: every text is "vi", "en" or "other".
+
+Pure functions, thread-safe (module state is read-only after import), no network. The py3langid model
+is loaded once at import and consulted only when the rules below cannot decide.
+
+How a text is decided
+---------------------
+1. Normalise (NFC, lower case), drop URLs and e-mail addresses, split into letter tokens (digits,
+   punctuation and emoji are separators). A text with no letters at all ("", "12345", "😀👍",
+   "https://x.y") gets ``NO_LETTERS_LANG`` (default "other", score 0.0); pass ``no_letters=`` to
+   ``detect``/``detect_with_score`` to route such texts elsewhere.
+2. Script: tokens in a non-Latin script (CJK, kana, Hangul, Thai, Cyrillic, Arabic, ...) are counted
+   in words (for scripts written without spaces, about two characters a word); if they outnumber the
+   Latin tokens the text is "other". Otherwise they are ignored and the Latin tokens decide.
+3. Each Latin token casts a weighted vote (positive = Vietnamese):
+   * +1.2 contains a letter only Vietnamese uses (đ ă ơ ư, or a vowel carrying a tone mark that
+     no other major Latin-script language has: ạ ả ấ ầ ẩ ẫ ậ ắ ... ỹ ỵ, ĩ ũ);
+   * +1.0 carries only diacritics Vietnamese shares with French/Portuguese/Spanish (à á â ã è é ê ...)
+     *and* is a well-formed Vietnamese syllable ("tôi", "là"); a token with such marks that is not a
+     Vietnamese syllable ("café", "está") or with letters Vietnamese never uses (ç ñ ü ö ß ...) is
+     foreign (-1.0);
+   * +1.0 plain ASCII token that is a well-formed Vietnamese syllable (onset + nucleus + coda with the
+     orthographic rules c/k/q, g/gh, ng/ngh, ch/nh codas ...) and not a common English word
+     ("toi", "muon", "dien", "thoai"), or a chat abbreviation ("ko", "dc", "j", "ntn");
+   * ~0 words that are both a Vietnamese syllable and an English word ("ban", "con", "tin", "the",
+     "can", "may"); clearly English-leaning ones ("by", "but", "he", "try") count a little for English;
+   * -1.0 English function words not shaped like Vietnamese ("what", "with", "how", "and");
+     -0.5 other English words ("cheap", "review", "laptop") and unknown Latin words ("iphone",
+     "samsung"). Vietnamese queries borrow English nouns freely ("review laptop gaming duoi 20
+     trieu" is Vietnamese), English queries rarely borrow Vietnamese grammar, hence the asymmetry;
+   * 0 Vietnamese place and dish names that English text uses too ("ha noi", "hanoi", "ho chi minh",
+     "pho", "banh mi"): they say nothing about the language around them.
+4. Mixed / code-switched text is therefore decided by this weighted majority: score >= +0.5 (or > 0
+   with at least one Vietnamese-only letter) is "vi"; score <= -0.5 is not Vietnamese: "en" when most
+   of its non-Vietnamese words are known English words and nothing foreign was seen, otherwise
+   py3langid over all its languages picks "en" or "other". Anything in between (near ties, texts of
+   only ambiguous words such as "ban tin" or "the con") goes to py3langid, restricted to vi/en unless
+   a foreign token or a confident non-vi/en language says "other".
+
+``detect_with_score`` returns a confidence in [0, 1]: from the vote margin when the rules decide,
+py3langid's normalised probability otherwise, 0.0 for texts without letters.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+VI, EN, OTHER = "vi", "en", "other"
+NO_LETTERS_LANG = OTHER
+
+__all__ = ["VI", "EN", "OTHER", "NO_LETTERS_LANG", "detect", "detect_with_score"]
+
+# --------------------------------------------------------------------------------------------------
+# Letters
+# --------------------------------------------------------------------------------------------------
+_VI_UNIQUE = frozenset(
+    "đăơưĩũ"
+    "ạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ"
+)
+# Diacritics Vietnamese shares with other Latin-script languages.
+_VI_SHARED = frozenset("àáâãèéêìíòóôõùúý")
+_ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
+_STRIP = str.maketrans({
+    **{c: "a" for c in "àáâãạảấầẩẫậăắằẳẵặ"}, **{c: "e" for c in "èéêẹẻẽếềểễệ"},
+    **{c: "i" for c in "ìíĩỉị"}, **{c: "o" for c in "òóôõọỏốồổỗộơớờởỡợ"},
+    **{c: "u" for c in "ùúũụủưứừửữự"}, **{c: "y" for c in "ýỳỵỷỹ"}, "đ": "d",
+})
+
+_URL = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\S+|\S+\.(?:com|vn|net|org|io)\S*", re.I)
+# Letter runs, keeping English contractions ("don't", "it's") in one token.
+_TOKEN = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+_LATIN_CHARS = re.compile(r"^[a-z\u00c0-\u024f\u1e00-\u1effʼ'’]+$")
+# Scripts written without spaces between words: count about two characters a word.
+_NOSPACE = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
+
+# --------------------------------------------------------------------------------------------------
+# Vietnamese syllables (unaccented spelling), generated from onsets x rhymes with spelling rules
+# --------------------------------------------------------------------------------------------------
+_ONSETS = ("", "b", "c", "ch", "d", "g", "gh", "gi", "h", "k", "kh", "l", "m", "n", "ng", "ngh", "nh",
+           "ph", "qu", "r", "s", "t", "th", "tr", "v", "x")
+_RHYMES = """a ai ao au ay âu ây e eo ê êu i ia iu iêu o oi ô ôi ơ ơi u ua ui uôi ư ưa ưi ưu ươi ươu y yêu
+oa oai oay oe oeo uê uy uya uây uyu uơ
+ac ach am an ang anh ap at ăc ăm ăn ăng ăp ăt âc âm ân âng âp ât ec em en eng ep et êch êm ên ênh êp êt
+ich im in inh ip it oc om on ong op ot ooc oong ôc ôm ôn ông ôp ôt ơm ơn ơp ơt uc um un ung up ut
+ưc ưng ưt ưm ưn iêc iêm iên iêng iêp iêt yêm yên yêng yêt uôc uôm uôn uông uôt ươc ươm ươn ương ươp ươt
+oac oach oan oang oanh oap oat oăc oăm oăn oăng oăt oen oet oem uân uâng uât uêch uênh uych uyn uynh uyp
+uyt uyên uyêt""".split()
+_FRONT = frozenset("eêiy")
+_MEDIAL = ("oa", "oă", "oe", "uâ", "uê", "uy", "uơ")
+
+
+def _rhyme_ok(onset: str, rhyme: str) -> bool:
+    f = rhyme[0]
+    if rhyme.startswith("yê") and onset:
+        return False  # "yê" only stands alone: yên, yêu (with an onset it is spelled "iê")
+    if onset == "c" and (f in _FRONT or rhyme.startswith(_MEDIAL)):
+        return False  # k before e/ê/i/y, qu for the labialised onset
+    if onset == "k" and f not in _FRONT:
+        return False
+    if onset in ("g", "ng") and f in "eê":
+        return False  # gh / ngh before e, ê
+    if onset == "ng" and f == "i":
+        return False
+    if onset in ("gh", "ngh") and f not in "eêi":
+        return False
+    if onset == "qu" and (f in "uư" or rhyme.startswith(("oa", "oe", "oă"))):
+        return False
+    if onset == "gi" and f == "i":
+        return False
+    if onset in ("b", "m", "ph", "v") and rhyme.startswith(_MEDIAL):
+        return False  # no medial o/u after labials
+    return True
+
+
+def _build_syllables() -> frozenset[str]:
+    out = set()
+    for o in _ONSETS:
+        for r in _RHYMES:
+            if _rhyme_ok(o, r):
+                out.add((o + r).translate(_STRIP))
+    out.update({"pin", "pa", "pi"})  # the few loan syllables with a bare p
+    return frozenset(out)
+
+
+_SYLLABLES = _build_syllables()
+
+# --------------------------------------------------------------------------------------------------
+# Word lists
+# --------------------------------------------------------------------------------------------------
+# Vietnamese chat abbreviations and teencode (vote for Vietnamese even though not syllables).
+_VI_ABBR = {
+    "ko": 1.0, "k": 0.5, "kg": 0.3, "hok": 1.0, "hem": 0.5, "dc": 1.0, "đc": 1.2, "duoc": 1.0, "j": 0.8,
+    "ntn": 1.0, "mik": 1.0, "mk": 1.0, "mn": 1.0, "bn": 1.0, "cx": 1.0, "ns": 0.5, "nc": 0.5, "ng": 0.5,
+    "vs": 0.3, "r": 0.5, "z": 0.3, "v": 0.3, "ak": 1.0, "uk": 0.5, "oke": 0.3, "sdt": 1.0, "đt": 1.2,
+    "dt": 0.5, "tphcm": 1.0, "hcm": 0.5, "thpt": 1.0, "thcs": 1.0, "dh": 0.5, "ubnd": 1.0, "bhxh": 1.0,
+    "bhyt": 1.0, "cmnd": 1.0, "cccd": 1.0, "gplx": 1.0, "tnhh": 1.0, "vnd": 0.5, "vnđ": 1.2, "trieu": 1.0,
+    "o": 0.3, "e": 0.2, "t": 0.2, "b": 0.2, "đ": 1.2, "nhe": 1.0, "nha": 1.0, "nhé": 1.2, "ạ": 1.2,
+    "hnay": 1.0, "bjo": 1.0, "bh": 0.5, "ck": 0.5, "vk": 0.5, "ib": 0.3, "ship": 0.0,
+}
+
+# Vietnamese syllables that are also English words: weight <= 0 (English-leaning ones negative).
+_AMBIG_WORDS = {
+    # English-leaning: rarely a Vietnamese word when typed without marks
+    "at": -0.5, "be": -0.5, "but": -0.6, "by": -0.6, "he": -0.5, "him": -0.6, "yet": -0.6, "via": -0.4,
+    "let": -0.5, "got": -0.6, "try": -0.6, "then": -0.6, "quiet": -0.6, "rich": -0.5, "soap": -0.5,
+    "gin": -0.4, "gun": -0.5, "guy": -0.5, "sun": -0.5, "run": -0.3, "cut": -0.4, "cup": -0.4,
+    "kit": -0.4, "sit": -0.5, "sip": -0.4, "rip": -0.4, "mom": -0.5, "thin": -0.4, "hi": -0.3,
+    "up": -0.5, "trip": -0.5, "trap": -0.5, "gut": -0.4, "nut": -0.3, "goat": -0.4, "due": -0.4,
+    "hit": -0.3, "hat": -0.2, "ray": -0.3, "rat": -0.3, "rap": -0.2, "lap": -0.2, "tray": -0.4,
+    "trim": -0.4, "tram": -0.2, "dip": -0.3, "tip": -0.3, "tips": -0.5, "lot": -0.3, "set": -0.2,
+    "say": -0.2, "day": -0.2, "hay": -0.1, "way": -0.5, "chip": -0.1, "chop": -0.3, "cop": -0.3,
+    "cot": -0.2, "dot": -0.3, "ten": -0.1, "men": -0.2, "hen": -0.1, "den": -0.1, "bet": -0.3,
+    "vet": -0.3, "net": -0.1, "met": -0.3, "bit": -0.1, "sin": -0.3, "rim": -0.3, "ram": -0.1,
+    "dim": -0.3, "gap": -0.1, "cap": -0.1, "map": -0.3, "nap": -0.1, "cat": -0.1, "bat": -0.1,
+    "rung": -0.2, "hung": -0.2, "sung": -0.1, "lung": -0.2, "gum": -0.3, "hum": -0.3, "sum": -0.3,
+    "diet": -0.2, "yen": -0.2, "loan": -0.2, "tech": -0.3, "mac": -0.2, "van": -0.1,
+    # English function words that are also common unaccented Vietnamese: nearly neutral
+    "the": -0.15, "to": -0.15, "in": -0.15, "on": -0.15, "it": -0.15, "an": -0.1, "am": -0.1,
+    "a": -0.1, "i": -0.1, "my": -0.1, "me": -0.1, "no": -0.1, "so": -0.1, "do": -0.1, "go": -0.1,
+    "can": -0.1, "that": -0.1, "them": -0.1, "than": -0.1, "may": -0.05, "not": -0.1, "top": -0.05,
+    "hot": -0.05, "long": -0.05, "song": -0.05, "man": -0.05, "tin": 0.0, "con": 0.0, "ban": 0.0,
+    "bang": -0.05, "hang": -0.05, "sang": 0.0, "son": -0.05, "ton": -0.05, "don": -0.1, "tan": 0.0,
+    "dam": -0.05, "ham": -0.05, "cam": -0.05, "chat": 0.0, "chin": 0.0, "sat": -0.05, "tap": 0.0,
+    "pin": 0.0, "sim": 0.0, "ai": 0.0, "ui": 0.0, "gay": -0.1, "bay": -0.05, "lay": 0.0, "ran": -0.05,
+    "hop": -0.05, "hip": -0.1, "lip": -0.1, "bun": 0.0, "vat": 0.0, "dan": 0.0, "mat": 0.0, "tom": 0.0,
+}
+# Vietnamese syllables that are also function words of French/Spanish/Italian/Indonesian ("la", "de",
+# "si", "su"): a weak vote, so a Romance sentence is not taken for unaccented Vietnamese.
+_WEAK_VI = {w: 0.3 for w in "la le de se si mi tu su que di da ma un en y te ti ne lo e o".split()}
+
+# Vietnamese names English text uses as well: no vote either way.
+_NEUTRAL = frozenset(
+    "hanoi saigon danang halong hcmc sapa hue pho tet vietnam viet nguyen mekong dalat nhatrang hoian "
+    "phuquoc".split()
+)
+_NEUTRAL_BIGRAMS = frozenset(tuple(p.split()) for p in (
+    "ha noi", "ho chi", "chi minh", "sai gon", "da nang", "hoi an", "nha trang", "phu quoc", "ha long",
+    "can tho", "hai phong", "vung tau", "da lat", "sa pa", "mui ne", "ninh binh", "ha giang", "con dao",
+    "quy nhon", "phong nha", "banh mi", "bun cha", "bun bo", "ao dai", "com tam", "nuoc mam", "cu chi",
+    "ben thanh", "hoan kiem", "tan son", "son nhat", "noi bai", "viet nam", "goi cuon", "ca phe",
+))
+
+# English function words (not Vietnamese-shaped): a full vote for English.
+_EN_FUNCTION = frozenset("""
+the of and or for with from into onto about above after before between during without within against
+among through under over near is are was were been being has have had having does did doing done will
+would shall should could might must what which who whom whose where when why how there here this these
+those they their theirs our ours your yours you she hers its we us his i'm i've i'd you're you've it's
+that's what's there's let's don't doesn't didn't can't won't isn't aren't wasn't weren't haven't hasn't
+isnt dont doesnt cant wont im ive youre whats thats theres also just only very much many more most
+some any every each all both either neither other another such own same few less least best better
+near nearest cheap cheapest free good great new old how-to if else because while until unless since
+though although whether get gets getting make makes made take takes took find found need needs want
+wants like likes know knows show shows use uses using used go goes going went come comes coming see
+seen look looking please thanks thank hello yes not never always often sometimes again still even
+""".split())
+
+# Common English content words (not Vietnamese-shaped): half a vote for English (also used to tell
+# English from other Latin-script languages without calling py3langid).
+_EN_WORDS = frozenset("""
+time year people way day man woman child children world life hand part place case week company system
+program question work government number night point home water room mother area money story fact month
+lot right study book eye job word business issue side kind head house service friend father power hour
+game line end member law car city community name president team minute idea kid body information back
+parent face others level office door health person art war history party result change morning reason
+research girl guy moment air teacher force education foot boy age policy everything process music market
+sense nation plan college interest death experience effect class control care field development role
+effort rate heart drug show leader light voice wife police mind price report decision son view
+relationship town road arm difference value building action model season society tax director position
+player record paper space ground form event official matter center couple site project activity star
+table need court oil situation cost industry figure street image phone data picture practice piece land
+product doctor wall patient worker news test movie north love support technology step baby computer type
+attention film tree source organization hair window evidence population truck traffic goal fire bank
+weather flight flights ticket tickets hotel hotels restaurant restaurants food recipe recipes coffee
+tea breakfast lunch dinner menu delivery shipping order orders store shop shopping online sale sales
+discount deal deals buy sell rent apartment apartments visa passport airport train station bus taxi
+beach island mountain travel trip tour tours guide museum temple street map weather forecast rain
+sunny hot cold medicine hospital clinic symptom symptoms fever pain headache cough treatment vaccine
+disease diabetes blood pressure pregnancy insurance lawyer contract divorce property license licence
+court legal rights tenant landlord employee employer salary job jobs interview resume university school
+students student course courses exam exams scholarship english language learn learning lesson lessons
+grammar vocabulary teacher class math science python java javascript code coding programming software
+hardware laptop phone phones iphone android windows linux install installation download update error
+bug server database cloud api file files password account login email internet wifi network router
+website app apps review reviews best top how what why when where which who price prices cheap
+affordable near open hours today tomorrow tonight weekend morning evening new used second hand size
+color black white red blue green small large big little high low long short fast slow easy hard
+difficult simple beautiful famous popular local traditional vietnamese english french chinese japanese
+korean american street noodle noodles soup rice chicken beef pork fish seafood vegetarian vegan spicy
+sweet sour salt sugar milk bread cake egg eggs fruit fruits vegetables kitchen restaurant cafe bar pub
+book booking reservation cancel refund return warranty repair replace battery screen camera charger
+cable keyboard mouse headphones speaker tv television fridge refrigerator washing machine air
+conditioner fan motorbike motorcycle bike bicycle car cars rental hire parking driving drive driver
+flight airline airlines luggage baggage hostel resort villa homestay room rooms night nights per
+dollar dollars usd euro exchange rate rates gold stock stocks crypto bitcoin loan mortgage interest
+credit card debit bank transfer payment pay paid fee fees tax taxes invoice receipt law laws rule rules
+regulation regulations fine fines penalty permit permits requirement requirements document documents
+application apply form forms office embassy consulate citizen citizenship immigration residence
+temporary permanent work working worker workers holiday holidays festival new year lunar calendar
+weather climate season summer winter spring autumn fall tutorial example examples tutorial guide
+tips tricks meaning translate translation dictionary definition synonym pronunciation sentence
+sentences word words phrase phrases say speak write read listen understand vs versus difference
+between compare comparison list lists array function functions class classes object variable loop
+string integer error errors exception memory performance speed fix fixing fixed machine learning
+deep neural model models training dataset embedding embeddings vector search engine query queries
+recommend recommendation recommendations reviews rating ratings near me nearby around opening
+closing time times schedule timetable map directions distance far kilometers miles minutes hours
+days weeks months years old young kids children family parents baby babies pregnant women men
+health healthy diet weight loss exercise gym yoga running sleep stress anxiety depression mental
+doctor doctors dentist teeth tooth skin hair eye eyes heart liver kidney stomach cancer flu cold
+allergy allergies pill pills dose side effects safe dangerous emergency ambulance pharmacy
+""".split()) - _EN_FUNCTION
+
+_EN_SUFFIXES = ("tion", "tions", "sion", "ness", "ment", "ments", "ity", "ities", "able", "ible", "ful",
+                "less", "ous", "ive", "ism", "ist", "ists", "ship", "ward", "wise", "ology", "graphy",
+                "ally", "ically", "ing", "ings", "ed", "ly", "er", "ers", "est", "'s", "’s")
+
+
+def _is_english(tok: str) -> bool:
+    if tok in _EN_WORDS or tok in _EN_FUNCTION or tok in _AMBIG_WORDS:
+        return True
+    for suf, cut in (("'s", 2), ("’s", 2), ("ies", 3), ("es", 2), ("s", 1), ("ing", 3), ("ed", 2),
+                     ("ed", 1), ("er", 2), ("ly", 2)):
+        if tok.endswith(suf) and len(tok) > cut + 2:
+            stem = tok[:-cut]
+            if suf == "ies":
+                stem += "y"
+            if stem in _EN_WORDS or stem in _EN_FUNCTION or stem in _AMBIG_WORDS:
+                return True
+            if suf == "ing" and (stem + "e") in _EN_WORDS:
+                return True
+    return len(tok) > 6 and tok.endswith(_EN_SUFFIXES)
+
+
+# --------------------------------------------------------------------------------------------------
+# py3langid fallback (loaded once; classification only reads the model, so it is thread-safe)
+# --------------------------------------------------------------------------------------------------
+def _load_identifier():  # type: ignore[no-untyped-def]
+    from py3langid import langid as _pl
+
+    cls = _pl.LanguageIdentifier
+    if hasattr(cls, "from_model_file"):
+        return cls.from_model_file(_pl.MODEL_FILE, norm_probs=True)
+    return cls.from_pickled_model(_pl.MODEL_FILE, norm_probs=True)  # py3langid < 0.4
+
+
+_IDENT = _load_identifier()
+_OTHER_MIN_PROB = 0.5  # a non-vi/en language must be at least this sure to win "other"
+
+
+def _langid_rank(text: str) -> tuple[str, float, float, float]:
+    """(top language, its probability, p(vi), p(en)) from the full model."""
+    ranked = _IDENT.rank(text)
+    top, p_top = ranked[0]
+    p_vi = p_en = 0.0
+    for lang, p in ranked:
+        if lang == "vi":
+            p_vi = p
+        elif lang == "en":
+            p_en = p
+        if p_vi and p_en:
+            break
+    return top, float(p_top), float(p_vi), float(p_en)
+
+
+def _vi_or_en(p_vi: float, p_en: float) -> tuple[str, float]:
+    tot = p_vi + p_en
+    if tot <= 0.0:
+        return EN, 0.5
+    return (VI, p_vi / tot) if p_vi >= p_en else (EN, p_en / tot)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+def detect(text: str, *, no_letters: str = NO_LETTERS_LANG) -> str:
+    """The language of *text*: ``VI``, ``EN`` or ``OTHER``."""
+    return detect_with_score(text, no_letters=no_letters)[0]
+
+
+def detect_with_score(text: str, *, no_letters: str = NO_LETTERS_LANG) -> tuple[str, float]:
+    """The language of *text* and a confidence in [0, 1] (see the module docstring for the rules)."""
+    if not text:
+        return no_letters, 0.0
+    norm = unicodedata.normalize("NFC", text).lower()
+    if "." in norm or "@" in norm:
+        norm = _URL.sub(" ", norm)
+    tokens = _TOKEN.findall(norm)
+    if not tokens:
+        return no_letters, 0.0
+
+    latin: list[str] = []
+    other_units = 0.0
+    for tok in tokens:
+        if _LATIN_CHARS.match(tok):
+            latin.append(tok)
+        else:
+            n = len(_NOSPACE.findall(tok))
+            other_units += max(1.0, n / 2.0) if n else 1.0
+    if other_units > len(latin):
+        return OTHER, round(other_units / (other_units + len(latin)), 3)
+
+    neutral: set[int] = set()
+    for i in range(len(latin) - 1):
+        if (latin[i], latin[i + 1]) in _NEUTRAL_BIGRAMS:
+            neutral.add(i)
+            neutral.add(i + 1)
+
+    score = 0.0
+    weight = 0.0  # total absolute vote, for the confidence
+    strong = foreign = en_known = non_vi = 0
+    for i, tok in enumerate(latin):
+        if i in neutral or tok in _NEUTRAL:
+            continue
+        if tok in _VI_ABBR:
+            w = _VI_ABBR[tok]
+            score += w
+            weight += w
+            continue
+        chars = set(tok)
+        if chars <= _ASCII_LETTERS:
+            if tok in _SYLLABLES:
+                w = _AMBIG_WORDS.get(tok)
+                if w is None:
+                    w = _WEAK_VI.get(tok)
+                if w is None:
+                    score += 1.0
+                    weight += 1.0
+                else:
+                    score += w
+                    weight += abs(w)
+            elif len(tok) > 1 or tok in ("s", "t"):
+                non_vi += 1
+                if tok in _EN_FUNCTION:
+                    en_known += 1
+                    score -= 1.0
+                    weight += 1.0
+                else:
+                    if _is_english(tok):
+                        en_known += 1
+                    score -= 0.5
+                    weight += 0.5
+            continue
+        if chars & _VI_UNIQUE:
+            strong += 1
+            score += 1.2
+            weight += 1.2
+            continue
+        plain = tok.translate(_STRIP)
+        if chars & _VI_SHARED and set(plain) <= _ASCII_LETTERS and plain in _SYLLABLES:
+            score += 1.0
+            weight += 1.0
+        elif "'" in tok or "’" in tok:
+            non_vi += 1
+            if _is_english(tok):
+                en_known += 1
+            score -= 1.0
+            weight += 1.0
+        else:
+            foreign += 1
+            non_vi += 1
+            score -= 1.0
+            weight += 1.0
+
+    conf = min(0.99, 0.5 + 0.5 * abs(score) / weight) if weight else 0.5
+    if score >= 0.5 or (score > 0.0 and strong and not foreign):
+        return VI, round(conf, 3)
+    if score <= -0.5 and not foreign and en_known * 2 >= non_vi and en_known:
+        return EN, round(conf, 3)
+
+    top, p_top, p_vi, p_en = _langid_rank(" ".join(latin))
+    if score <= -0.5:
+        # not Vietnamese: English or another Latin-script language
+        if top == EN or (top == VI and not foreign):
+            return EN, round(max(p_en / (p_en + p_vi or 1.0), 0.5), 3)
+        if foreign or p_top >= _OTHER_MIN_PROB:
+            return OTHER, round(p_top, 3)
+        return EN, round(max(p_en / (p_en + p_vi or 1.0), 0.5), 3)
+    # near tie: py3langid decides, restricted to vi/en unless something foreign is clearly there
+    if top not in (VI, EN) and (foreign or (p_top >= _OTHER_MIN_PROB and strong == 0 and en_known == 0)):
+        return OTHER, round(p_top, 3)
+    return _vi_or_en(p_vi, p_en)

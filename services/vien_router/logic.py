@@ -1,0 +1,127 @@
+"""Routing without transport: detect languages, pick profiles by policy, fan out, reassemble."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
+from vien.runtime.config import LANGS, VienConfig
+from vien.runtime.errors import InvalidArgument, UpstreamError
+from vien_router import langid
+
+QUERY, DOCUMENT = "query", "document"
+_INDEXED_FIELD = re.compile(r"^texts\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    vector: bytes
+    dims: int
+    token_count: int
+    truncated: bool
+    cache_hit: bool
+
+
+@dataclass(frozen=True)
+class Encoded:
+    results: list[EncodedText]
+    model_id: str
+
+
+class EmbedderClient(Protocol):
+    async def encode(self, texts: list[str], profile: str, dimensions: int, strict: bool,
+                     bypass_cache: bool, timeout: float) -> Encoded: ...
+
+
+@dataclass(frozen=True)
+class RoutedEmbedding:
+    text_index: int
+    vector: bytes
+    dims: int
+    profile: str
+    model_id: str
+    lang: str
+    lang_score: float
+    token_count: int
+    truncated: bool
+    cache_hit: bool
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    embeddings: list[RoutedEmbedding]
+    stage_ms: dict[str, float]
+
+
+def _remap_field(message: str, indices: list[int]) -> str:
+    """An embedder names texts[i] of the sub-list it got; name the caller's index instead."""
+    m = _INDEXED_FIELD.match(message)
+    if not m or int(m.group(1)) >= len(indices):
+        return message
+    return f"texts[{indices[int(m.group(1))]}]" + message[m.end():]
+
+
+class Router:
+    def __init__(self, config: VienConfig, query: EmbedderClient, document: EmbedderClient,
+                 detect: Callable[[str], tuple[str, float]] = langid.detect_with_score) -> None:
+        self.config = config
+        self.clients = {QUERY: query, DOCUMENT: document}
+        self.detect = detect
+
+    def detect_languages(self, texts: list[str]) -> list[tuple[str, float, str]]:
+        out = []
+        for t in texts:
+            lang, score = self.detect(t)
+            out.append((lang, score, self.config.route(lang)))
+        return out
+
+    async def embed(self, texts: list[str], kind: str = QUERY, profile: str = "", dimensions: int = 0,
+                    strict: bool = False, lang: str = "", bypass_cache: bool = False,
+                    timeout: float = 30.0) -> RouteResult:
+        t_start = time.perf_counter()
+        if kind not in self.clients:
+            raise InvalidArgument("kind", f"must be QUERY or DOCUMENT, got {kind!r}")
+        check_texts(texts, self.config.limits)
+        if lang and lang not in LANGS:
+            raise InvalidArgument("lang", f"unknown language {lang!r}; expected one of {', '.join(LANGS)}")
+        if profile:
+            resolve_dims(*resolve_profile(self.config, profile), dimensions)
+
+        t0 = time.perf_counter()
+        langs = [(lang, 1.0)] * len(texts) if lang else [self.detect(t) for t in texts]
+        t_lang = time.perf_counter() - t0
+
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, (lg, _) in enumerate(langs):
+            groups[profile or self.config.route(lg)].append(i)
+        for pname in groups:
+            resolve_dims(pname, self.config.profiles[pname], dimensions)
+
+        client = self.clients[kind]
+        t0 = time.perf_counter()
+
+        async def call(pname: str, idx: list[int]) -> tuple[str, list[int], Encoded]:
+            try:
+                enc = await client.encode([texts[i] for i in idx], pname, dimensions, strict, bypass_cache,
+                                          timeout)
+            except UpstreamError as exc:
+                raise UpstreamError(exc.code, _remap_field(exc.message, idx)) from None
+            return pname, idx, enc
+
+        replies = await asyncio.gather(*(call(p, idx) for p, idx in groups.items()))
+        t_fwd = time.perf_counter() - t0
+
+        out: list[RoutedEmbedding | None] = [None] * len(texts)
+        for pname, idx, enc in replies:
+            for i, r in zip(idx, enc.results, strict=True):
+                lg, score = langs[i]
+                out[i] = RoutedEmbedding(i, r.vector, r.dims, pname, enc.model_id, lg, score, r.token_count,
+                                         r.truncated, r.cache_hit)
+        stage = {"langid": t_lang * 1e3, "forward": t_fwd * 1e3, "total": (time.perf_counter() - t_start) * 1e3}
+        return RouteResult([e for e in out if e is not None], stage)

@@ -1,0 +1,110 @@
+"""Shared fixtures: the built default model, a real redis-server, and a real mesh started by `vien up`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VIEN_MODELS_DIR", str(Path.home() / ".cache" / "vien" / "models"))
+
+from vien.cli.supervisor import free_port, redis_ready
+from vien.models.setup import ensure_builtin_models
+from vien.runtime.config import Settings
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    settings = Settings.from_env()
+    ensure_builtin_models(settings)
+    return settings.models_dir
+
+
+@pytest.fixture(scope="session")
+def settings(models_dir: Path) -> Settings:
+    return Settings.from_env()
+
+
+class RedisProcess:
+    """A real redis-server on a free loopback port that tests may stop and start again."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.url = f"redis://{self.address}/0"
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (make system-deps installs it)")
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not redis_ready(self.address):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    r = RedisProcess(tmp_path)
+    r.start()
+    yield r
+    r.kill()
+
+
+class Mesh:
+    def __init__(self, proc: subprocess.Popen[str], addrs: dict[str, str], log_dir: Path) -> None:
+        self.proc = proc
+        self.addrs = addrs
+        self.log_dir = log_dir
+
+    @property
+    def router(self) -> str:
+        return self.addrs["router"]
+
+
+def start_mesh(log_dir: Path, extra: list[str] | None = None, timeout: float = 240.0) -> Mesh:
+    argv = [sys.executable, "-m", "vien", "up", "--base-port", "0", "--log-dir", str(log_dir), *(extra or [])]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if "vien ready" in line:
+            pairs = line.split("vien ready", 1)[1].split()
+            return Mesh(proc, dict(p.split("=", 1) for p in pairs), log_dir)
+    proc.kill()
+    err = proc.stderr.read() if proc.stderr else ""
+    raise RuntimeError(f"vien up did not print 'vien ready': {err[-2000:]}")
+
+
+def stop_mesh(mesh: Mesh) -> int:
+    mesh.proc.send_signal(signal.SIGTERM)
+    return mesh.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    m = start_mesh(tmp_path_factory.mktemp("mesh-logs"))
+    yield m
+    stop_mesh(m)
