@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from vien.runtime.config import ConfigError, default_config_path, load_config
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from vien.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc, router_pb2, router_pb2_grpc
 
 Q, D = common_pb2.EMBED_KIND_QUERY, common_pb2.EMBED_KIND_DOCUMENT

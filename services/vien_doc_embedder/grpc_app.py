@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+
 from vien.embedding.vectors import pack
 from vien.runtime.config import Settings
 from vien.runtime.grpc_server import HealthReporter
 from vien.runtime.metrics import RPC_LATENCY
 from vien.v1 import common_pb2, embedder_pb2
-
 from vien_doc_embedder.logic import DocEmbedder, DocResult
 
 

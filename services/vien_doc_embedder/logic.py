@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from vien.embedding.batcher import Batcher
 from vien.embedding.encoders import TextEncoder, load_onnx_encoder, prepare
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile

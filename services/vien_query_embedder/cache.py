@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
 from vien.runtime.metrics import CACHE_REQUESTS, CACHE_UP
 
 log = logging.getLogger("vien.cache")

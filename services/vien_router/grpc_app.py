@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+
 from vien.embedding.requests import check_texts
 from vien.runtime.config import LANGS, Settings
 from vien.runtime.errors import UpstreamError

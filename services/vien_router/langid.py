@@ -13,7 +13,7 @@ How a text is decided
    in words (for scripts written without spaces, about two characters a word); if they outnumber the
    Latin tokens the text is "other". Otherwise they are ignored and the Latin tokens decide.
 3. Each Latin token casts a weighted vote (positive = Vietnamese):
-   * +1.2 contains a letter only Vietnamese uses (đ ă ơ ư, or a vowel carrying a tone mark that
+   * +1.0 contains a letter only Vietnamese uses (đ ă ơ ư, or a vowel carrying a tone mark that
      no other major Latin-script language has: ạ ả ấ ầ ẩ ẫ ậ ắ ... ỹ ỵ, ĩ ũ);
    * +1.0 carries only diacritics Vietnamese shares with French/Portuguese/Spanish (à á â ã è é ê ...)
      *and* is a well-formed Vietnamese syllable ("tôi", "là"); a token with such marks that is not a
@@ -29,11 +29,15 @@ How a text is decided
      "samsung"). Vietnamese queries borrow English nouns freely ("review laptop gaming duoi 20
      trieu" is Vietnamese), English queries rarely borrow Vietnamese grammar, hence the asymmetry;
    * 0 Vietnamese place and dish names that English text uses too ("ha noi", "hanoi", "ho chi minh",
-     "pho", "banh mi"): they say nothing about the language around them.
-4. Mixed / code-switched text is therefore decided by this weighted majority: score >= +0.5 (or > 0
+     "pho", "banh mi"): they say nothing about the language around them;
+   * +0.3 syllables that are also Romance/Indonesian function words ("la", "de", "si", "su", "que");
+     -1.0 frequent words of French/Spanish/German/Indonesian/... that are not Vietnamese-shaped
+     ("je", "por", "saya", "und") -- these count as "foreign".
+4. Mixed / code-switched text is therefore decided by this weighted majority: score >= +0.3 (or > 0
    with at least one Vietnamese-only letter) is "vi"; score <= -0.5 is not Vietnamese: "en" when most
-   of its non-Vietnamese words are known English words and nothing foreign was seen, otherwise
-   py3langid over all its languages picks "en" or "other". Anything in between (near ties, texts of
+   of its non-Vietnamese words are known English words and nothing foreign was seen, "other" when
+   foreign words outnumber known English ones, otherwise py3langid over all its languages picks "en"
+   or "other" (a non-English language must reach probability 0.5, else "en"). Anything in between (near ties, texts of
    only ambiguous words such as "ban tin" or "the con") goes to py3langid, restricted to vi/en unless
    a foreign token or a confident non-vi/en language says "other".
 
@@ -45,27 +49,31 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 VI, EN, OTHER = "vi", "en", "other"
 NO_LETTERS_LANG = OTHER
 
-__all__ = ["VI", "EN", "OTHER", "NO_LETTERS_LANG", "detect", "detect_with_score"]
+__all__ = ["EN", "NO_LETTERS_LANG", "OTHER", "VI", "detect", "detect_with_score"]
 
 # --------------------------------------------------------------------------------------------------
 # Letters
 # --------------------------------------------------------------------------------------------------
-_VI_UNIQUE = frozenset(
-    "đăơưĩũ"
-    "ạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ"
-)
+_VI_UNIQUE = frozenset("đăơưĩũạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ")
 # Diacritics Vietnamese shares with other Latin-script languages.
 _VI_SHARED = frozenset("àáâãèéêìíòóôõùúý")
 _ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
-_STRIP = str.maketrans({
-    **{c: "a" for c in "àáâãạảấầẩẫậăắằẳẵặ"}, **{c: "e" for c in "èéêẹẻẽếềểễệ"},
-    **{c: "i" for c in "ìíĩỉị"}, **{c: "o" for c in "òóôõọỏốồổỗộơớờởỡợ"},
-    **{c: "u" for c in "ùúũụủưứừửữự"}, **{c: "y" for c in "ýỳỵỷỹ"}, "đ": "d",
-})
+_STRIP = str.maketrans(
+    {
+        **{c: "a" for c in "àáâãạảấầẩẫậăắằẳẵặ"},
+        **{c: "e" for c in "èéêẹẻẽếềểễệ"},
+        **{c: "i" for c in "ìíĩỉị"},
+        **{c: "o" for c in "òóôõọỏốồổỗộơớờởỡợ"},
+        **{c: "u" for c in "ùúũụủưứừửữự"},
+        **{c: "y" for c in "ýỳỵỷỹ"},
+        "đ": "d",
+    }
+)
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\S+|\S+\.(?:com|vn|net|org|io)\S*", re.I)
 # Letter runs, keeping English contractions ("don't", "it's") in one token.
@@ -77,8 +85,34 @@ _NOSPACE = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3
 # --------------------------------------------------------------------------------------------------
 # Vietnamese syllables (unaccented spelling), generated from onsets x rhymes with spelling rules
 # --------------------------------------------------------------------------------------------------
-_ONSETS = ("", "b", "c", "ch", "d", "g", "gh", "gi", "h", "k", "kh", "l", "m", "n", "ng", "ngh", "nh",
-           "ph", "qu", "r", "s", "t", "th", "tr", "v", "x")
+_ONSETS = (
+    "",
+    "b",
+    "c",
+    "ch",
+    "d",
+    "g",
+    "gh",
+    "gi",
+    "h",
+    "k",
+    "kh",
+    "l",
+    "m",
+    "n",
+    "ng",
+    "ngh",
+    "nh",
+    "ph",
+    "qu",
+    "r",
+    "s",
+    "t",
+    "th",
+    "tr",
+    "v",
+    "x",
+)
 _RHYMES = """a ai ao au ay âu ây e eo ê êu i ia iu iêu o oi ô ôi ơ ơi u ua ui uôi ư ưa ưi ưu ươi ươu y yêu
 oa oai oay oe oeo uê uy uya uây uyu uơ
 ac ach am an ang anh ap at ăc ăm ăn ăng ăp ăt âc âm ân âng âp ât ec em en eng ep et êch êm ên ênh êp êt
@@ -108,9 +142,8 @@ def _rhyme_ok(onset: str, rhyme: str) -> bool:
         return False
     if onset == "gi" and f == "i":
         return False
-    if onset in ("b", "m", "ph", "v") and rhyme.startswith(_MEDIAL):
-        return False  # no medial o/u after labials
-    return True
+    # no medial o/u after labials
+    return not (onset in ("b", "m", "ph", "v") and rhyme.startswith(_MEDIAL))
 
 
 def _build_syllables() -> frozenset[str]:
@@ -125,64 +158,117 @@ def _build_syllables() -> frozenset[str]:
 
 _SYLLABLES = _build_syllables()
 
+
 # --------------------------------------------------------------------------------------------------
 # Word lists
 # --------------------------------------------------------------------------------------------------
+def _by_weight(groups: dict[float, str]) -> dict[str, float]:
+    return {word: w for w, words in groups.items() for word in words.split()}
+
+
 # Vietnamese chat abbreviations and teencode (vote for Vietnamese even though not syllables).
-_VI_ABBR = {
-    "ko": 1.0, "k": 0.5, "kg": 0.3, "hok": 1.0, "hem": 0.5, "dc": 1.0, "đc": 1.2, "duoc": 1.0, "j": 0.8,
-    "ntn": 1.0, "mik": 1.0, "mk": 1.0, "mn": 1.0, "bn": 1.0, "cx": 1.0, "ns": 0.5, "nc": 0.5, "ng": 0.5,
-    "vs": 0.3, "r": 0.5, "z": 0.3, "v": 0.3, "ak": 1.0, "uk": 0.5, "oke": 0.3, "sdt": 1.0, "đt": 1.2,
-    "dt": 0.5, "tphcm": 1.0, "hcm": 0.5, "thpt": 1.0, "thcs": 1.0, "dh": 0.5, "ubnd": 1.0, "bhxh": 1.0,
-    "bhyt": 1.0, "cmnd": 1.0, "cccd": 1.0, "gplx": 1.0, "tnhh": 1.0, "vnd": 0.5, "vnđ": 1.2, "trieu": 1.0,
-    "o": 0.3, "e": 0.2, "t": 0.2, "b": 0.2, "đ": 1.2, "nhe": 1.0, "nha": 1.0, "nhé": 1.2, "ạ": 1.2,
-    "hnay": 1.0, "bjo": 1.0, "bh": 0.5, "ck": 0.5, "vk": 0.5, "ib": 0.3, "ship": 0.0,
-}
+_VI_ABBR = _by_weight(
+    {
+        1.2: "đc đt vnđ đ nhé ạ",
+        1.0: (
+            "ko hok dc duoc ntn mik mk mn bn cx ak sdt tphcm thpt thcs ubnd bhxh bhyt cmnd cccd gplx tnhh trieu "
+            "nhe nha hnay bjo"
+        ),
+        0.8: "j",
+        0.5: "k hem ns nc ng r uk dt hcm dh vnd bh ck vk oi",
+        0.3: "kg vs z v oke o ib",
+        0.2: "e t b",
+        0.0: "ship shop",
+    }
+)
 
 # Vietnamese syllables that are also English words: weight <= 0 (English-leaning ones negative).
-_AMBIG_WORDS = {
-    # English-leaning: rarely a Vietnamese word when typed without marks
-    "at": -0.5, "be": -0.5, "but": -0.6, "by": -0.6, "he": -0.5, "him": -0.6, "yet": -0.6, "via": -0.4,
-    "let": -0.5, "got": -0.6, "try": -0.6, "then": -0.6, "quiet": -0.6, "rich": -0.5, "soap": -0.5,
-    "gin": -0.4, "gun": -0.5, "guy": -0.5, "sun": -0.5, "run": -0.3, "cut": -0.4, "cup": -0.4,
-    "kit": -0.4, "sit": -0.5, "sip": -0.4, "rip": -0.4, "mom": -0.5, "thin": -0.4, "hi": -0.3,
-    "up": -0.5, "trip": -0.5, "trap": -0.5, "gut": -0.4, "nut": -0.3, "goat": -0.4, "due": -0.4,
-    "hit": -0.3, "hat": -0.2, "ray": -0.3, "rat": -0.3, "rap": -0.2, "lap": -0.2, "tray": -0.4,
-    "trim": -0.4, "tram": -0.2, "dip": -0.3, "tip": -0.3, "tips": -0.5, "lot": -0.3, "set": -0.2,
-    "say": -0.2, "day": -0.2, "hay": -0.1, "way": -0.5, "chip": -0.1, "chop": -0.3, "cop": -0.3,
-    "cot": -0.2, "dot": -0.3, "ten": -0.1, "men": -0.2, "hen": -0.1, "den": -0.1, "bet": -0.3,
-    "vet": -0.3, "net": -0.1, "met": -0.3, "bit": -0.1, "sin": -0.3, "rim": -0.3, "ram": -0.1,
-    "dim": -0.3, "gap": -0.1, "cap": -0.1, "map": -0.3, "nap": -0.1, "cat": -0.1, "bat": -0.1,
-    "rung": -0.2, "hung": -0.2, "sung": -0.1, "lung": -0.2, "gum": -0.3, "hum": -0.3, "sum": -0.3,
-    "diet": -0.2, "yen": -0.2, "loan": -0.2, "tech": -0.3, "mac": -0.2, "van": -0.1,
-    # English function words that are also common unaccented Vietnamese: nearly neutral
-    "the": -0.15, "to": -0.15, "in": -0.15, "on": -0.15, "it": -0.15, "an": -0.1, "am": -0.1,
-    "a": -0.1, "i": -0.1, "my": -0.1, "me": -0.1, "no": -0.1, "so": -0.1, "do": -0.1, "go": -0.1,
-    "can": -0.1, "that": -0.1, "them": -0.1, "than": -0.1, "may": -0.05, "not": -0.1, "top": -0.05,
-    "hot": -0.05, "long": -0.05, "song": -0.05, "man": -0.05, "tin": 0.0, "con": 0.0, "ban": 0.0,
-    "bang": -0.05, "hang": -0.05, "sang": 0.0, "son": -0.05, "ton": -0.05, "don": -0.1, "tan": 0.0,
-    "dam": -0.05, "ham": -0.05, "cam": -0.05, "chat": 0.0, "chin": 0.0, "sat": -0.05, "tap": 0.0,
-    "pin": 0.0, "sim": 0.0, "ai": 0.0, "ui": 0.0, "gay": -0.1, "bay": -0.05, "lay": 0.0, "ran": -0.05,
-    "hop": -0.05, "hip": -0.1, "lip": -0.1, "bun": 0.0, "vat": 0.0, "dan": 0.0, "mat": 0.0, "tom": 0.0,
-}
+_AMBIG_WORDS = _by_weight(
+    {
+        0.0: "tin con ban sang tan chat chin tap pin sim ai ui lay bun vat dan mat tom",
+        -0.05: "may top hot long song man bang hang son ton dam ham cam sat bay ran hop",
+        -0.1: (
+            "hay chip ten hen den net bit ram gap cap nap cat bat sung van an am a i my me no so do go can that "
+            "them than not don gay hip lip"
+        ),
+        -0.15: "the to in on it",
+        -0.2: "hat rap lap tram set say day cot men rung hung lung diet yen loan mac",
+        -0.3: "run hi nut hit ray rat dip tip lot chop cop dot bet vet met sin rim dim map gum hum sum tech",
+        -0.4: "via gin cut cup kit sip rip thin gut goat due tray trim",
+        -0.5: "at be he let rich soap gun guy sun sit mom up trip trap tips way",
+        -0.6: "but by him yet got try then quiet",
+    }
+)
 # Vietnamese syllables that are also function words of French/Spanish/Italian/Indonesian ("la", "de",
 # "si", "su"): a weak vote, so a Romance sentence is not taken for unaccented Vietnamese.
-_WEAK_VI = {w: 0.3 for w in "la le de se si mi tu su que di da ma un en y te ti ne lo e o".split()}
+_WEAK_VI = {w: 0.3 for w in "la le de se si mi tu su que di da ma un en y te ti ne lo e o dong".split()}
+
+# Frequent words of other Latin-script languages (not Vietnamese-shaped, not English): foreign votes.
+_FOREIGN_WORDS = (
+    frozenset(
+        """
+je tu il nous vous ils est sont les des une pour avec dans pas sur qui c'est ça oui merci bonjour
+bonsoir voudrais suis très aussi mais où vie el los las es por para una está hola gracias buenos
+buenas dias noches señor quiero como donde dónde qué muy pero también saya apa kabar selamat pagi
+terima kasih tidak yang ini itu untuk dengan rumah bisa mau sudah belum ich und nicht ist das der ein
+eine mit danke bitte guten morgen wie geht möchte ciao sono della grazie bella che buongiorno questo
+obrigado você uma muito não olá een och jag inte
+""".split()
+    )
+    - _SYLLABLES
+)  # never outvote a Vietnamese syllable ("tu", "mau", "che", "mit", "het" are Vietnamese too)
+
+# Vietnamese phrases made only of ambiguous words.
+_VI_BIGRAMS = frozenset(tuple(p.split()) for p in ("cam on", "so do", "ban be", "con gai", "con trai"))
 
 # Vietnamese names English text uses as well: no vote either way.
 _NEUTRAL = frozenset(
-    "hanoi saigon danang halong hcmc sapa hue pho tet vietnam viet nguyen mekong dalat nhatrang hoian "
-    "phuquoc".split()
+    "hanoi saigon danang halong hcmc sapa hue pho tet vietnam viet nguyen mekong dalat nhatrang hoian phuquoc".split()
 )
-_NEUTRAL_BIGRAMS = frozenset(tuple(p.split()) for p in (
-    "ha noi", "ho chi", "chi minh", "sai gon", "da nang", "hoi an", "nha trang", "phu quoc", "ha long",
-    "can tho", "hai phong", "vung tau", "da lat", "sa pa", "mui ne", "ninh binh", "ha giang", "con dao",
-    "quy nhon", "phong nha", "banh mi", "bun cha", "bun bo", "ao dai", "com tam", "nuoc mam", "cu chi",
-    "ben thanh", "hoan kiem", "tan son", "son nhat", "noi bai", "viet nam", "goi cuon", "ca phe",
-))
+_NEUTRAL_BIGRAMS = frozenset(
+    tuple(p.split())
+    for p in (
+        "ha noi",
+        "ho chi",
+        "chi minh",
+        "sai gon",
+        "da nang",
+        "hoi an",
+        "nha trang",
+        "phu quoc",
+        "ha long",
+        "can tho",
+        "hai phong",
+        "vung tau",
+        "da lat",
+        "sa pa",
+        "mui ne",
+        "ninh binh",
+        "ha giang",
+        "con dao",
+        "quy nhon",
+        "phong nha",
+        "banh mi",
+        "bun cha",
+        "bun bo",
+        "ao dai",
+        "com tam",
+        "nuoc mam",
+        "cu chi",
+        "ben thanh",
+        "hoan kiem",
+        "tan son",
+        "son nhat",
+        "noi bai",
+        "viet nam",
+        "goi cuon",
+        "ca phe",
+    )
+)
 
 # English function words (not Vietnamese-shaped): a full vote for English.
-_EN_FUNCTION = frozenset("""
+_EN_FUNCTION = frozenset(
+    """
 the of and or for with from into onto about above after before between during without within against
 among through under over near is are was were been being has have had having does did doing done will
 would shall should could might must what which who whom whose where when why how there here this these
@@ -194,11 +280,14 @@ near nearest cheap cheapest free good great new old how-to if else because while
 though although whether get gets getting make makes made take takes took find found need needs want
 wants like likes know knows show shows use uses using used go goes going went come comes coming see
 seen look looking please thanks thank hello yes not never always often sometimes again still even
-""".split())
+""".split()
+)
 
 # Common English content words (not Vietnamese-shaped): half a vote for English (also used to tell
 # English from other Latin-script languages without calling py3langid).
-_EN_WORDS = frozenset("""
+_EN_WORDS = (
+    frozenset(
+        """
 time year people way day man woman child children world life hand part place case week company system
 program question work government number night point home water room mother area money story fact month
 lot right study book eye job word business issue side kind head house service friend father power hour
@@ -250,18 +339,63 @@ days weeks months years old young kids children family parents baby babies pregn
 health healthy diet weight loss exercise gym yoga running sleep stress anxiety depression mental
 doctor doctors dentist teeth tooth skin hair eye eyes heart liver kidney stomach cancer flu cold
 allergy allergies pill pills dose side effects safe dangerous emergency ambulance pharmacy
-""".split()) - _EN_FUNCTION
+""".split()
+    )
+    - _EN_FUNCTION
+)
 
-_EN_SUFFIXES = ("tion", "tions", "sion", "ness", "ment", "ments", "ity", "ities", "able", "ible", "ful",
-                "less", "ous", "ive", "ism", "ist", "ists", "ship", "ward", "wise", "ology", "graphy",
-                "ally", "ically", "ing", "ings", "ed", "ly", "er", "ers", "est", "'s", "’s")
+_EN_SUFFIXES = (
+    "tion",
+    "tions",
+    "sion",
+    "ness",
+    "ment",
+    "ments",
+    "ity",
+    "ities",
+    "able",
+    "ible",
+    "ful",
+    "less",
+    "ous",
+    "ive",
+    "ism",
+    "ist",
+    "ists",
+    "ship",
+    "ward",
+    "wise",
+    "ology",
+    "graphy",
+    "ally",
+    "ically",
+    "ing",
+    "ings",
+    "ed",
+    "ly",
+    "er",
+    "ers",
+    "est",
+    "'s",
+    "’s",
+)
 
 
 def _is_english(tok: str) -> bool:
     if tok in _EN_WORDS or tok in _EN_FUNCTION or tok in _AMBIG_WORDS:
         return True
-    for suf, cut in (("'s", 2), ("’s", 2), ("ies", 3), ("es", 2), ("s", 1), ("ing", 3), ("ed", 2),
-                     ("ed", 1), ("er", 2), ("ly", 2)):
+    for suf, cut in (
+        ("'s", 2),
+        ("’s", 2),
+        ("ies", 3),
+        ("es", 2),
+        ("s", 1),
+        ("ing", 3),
+        ("ed", 2),
+        ("ed", 1),
+        ("er", 2),
+        ("ly", 2),
+    ):
         if tok.endswith(suf) and len(tok) > cut + 2:
             stem = tok[:-cut]
             if suf == "ies":
@@ -276,7 +410,7 @@ def _is_english(tok: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 # py3langid fallback (loaded once; classification only reads the model, so it is thread-safe)
 # --------------------------------------------------------------------------------------------------
-def _load_identifier():  # type: ignore[no-untyped-def]
+def _load_identifier() -> Any:
     from py3langid import langid as _pl
 
     cls = _pl.LanguageIdentifier
@@ -287,12 +421,14 @@ def _load_identifier():  # type: ignore[no-untyped-def]
 
 _IDENT = _load_identifier()
 _OTHER_MIN_PROB = 0.5  # a non-vi/en language must be at least this sure to win "other"
+_STRONG_VI = 1.0  # vote of a word with a Vietnamese-only letter
 
 
 def _langid_rank(text: str) -> tuple[str, float, float, float]:
-    """(top language, its probability, p(vi), p(en)) from the full model."""
+    """(best language other than vi, its probability among non-vi languages, p(vi), p(en)) from the
+    full model."""
     ranked = _IDENT.rank(text)
-    top, p_top = ranked[0]
+    top, p_top = ranked[0] if ranked[0][0] != "vi" else ranked[1]
     p_vi = p_en = 0.0
     for lang, p in ranked:
         if lang == "vi":
@@ -301,14 +437,15 @@ def _langid_rank(text: str) -> tuple[str, float, float, float]:
             p_en = p
         if p_vi and p_en:
             break
-    return top, float(p_top), float(p_vi), float(p_en)
+    rest = 1.0 - p_vi
+    return top, float(p_top / rest) if rest > 0 else 0.0, float(p_vi), float(p_en)
 
 
-def _vi_or_en(p_vi: float, p_en: float) -> tuple[str, float]:
+def _vi_or_en(p_vi: float, p_en: float, score: float) -> tuple[str, float]:
     tot = p_vi + p_en
-    if tot <= 0.0:
-        return EN, 0.5
-    return (VI, p_vi / tot) if p_vi >= p_en else (EN, p_en / tot)
+    if tot <= 0.0 or abs(p_vi - p_en) < 1e-6 * tot:  # py3langid has no opinion (e.g. one short word)
+        return (EN if score < 0.0 else VI), 0.5
+    return (VI, p_vi / tot) if p_vi > p_en else (EN, p_en / tot)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,22 +478,34 @@ def detect_with_score(text: str, *, no_letters: str = NO_LETTERS_LANG) -> tuple[
     if other_units > len(latin):
         return OTHER, round(other_units / (other_units + len(latin)), 3)
 
+    plain = [t.translate(_STRIP) for t in latin]
     neutral: set[int] = set()
+    score = 0.0
     for i in range(len(latin) - 1):
-        if (latin[i], latin[i + 1]) in _NEUTRAL_BIGRAMS:
+        pair = (plain[i], plain[i + 1])
+        if pair in _NEUTRAL_BIGRAMS:
             neutral.add(i)
             neutral.add(i + 1)
+        elif pair in _VI_BIGRAMS:
+            neutral.add(i)
+            neutral.add(i + 1)
+            score += 2.0
 
-    score = 0.0
-    weight = 0.0  # total absolute vote, for the confidence
+    weight = score  # total absolute vote, for the confidence
     strong = foreign = en_known = non_vi = 0
     for i, tok in enumerate(latin):
-        if i in neutral or tok in _NEUTRAL:
+        if i in neutral or plain[i] in _NEUTRAL:
             continue
-        if tok in _VI_ABBR:
-            w = _VI_ABBR[tok]
-            score += w
-            weight += w
+        abbr = _VI_ABBR.get(tok)
+        if abbr is not None:
+            score += abbr
+            weight += abbr
+            continue
+        if tok in _FOREIGN_WORDS:
+            foreign += 1
+            non_vi += 1
+            score -= 1.0
+            weight += 1.0
             continue
         chars = set(tok)
         if chars <= _ASCII_LETTERS:
@@ -384,11 +533,11 @@ def detect_with_score(text: str, *, no_letters: str = NO_LETTERS_LANG) -> tuple[
             continue
         if chars & _VI_UNIQUE:
             strong += 1
-            score += 1.2
-            weight += 1.2
+            score += _STRONG_VI
+            weight += _STRONG_VI
             continue
-        plain = tok.translate(_STRIP)
-        if chars & _VI_SHARED and set(plain) <= _ASCII_LETTERS and plain in _SYLLABLES:
+        bare = plain[i]
+        if chars & _VI_SHARED and set(bare) <= _ASCII_LETTERS and bare in _SYLLABLES:
             score += 1.0
             weight += 1.0
         elif "'" in tok or "’" in tok:
@@ -404,20 +553,23 @@ def detect_with_score(text: str, *, no_letters: str = NO_LETTERS_LANG) -> tuple[
             weight += 1.0
 
     conf = min(0.99, 0.5 + 0.5 * abs(score) / weight) if weight else 0.5
-    if score >= 0.5 or (score > 0.0 and strong and not foreign):
+    if score >= 0.3 or (score > 0.0 and strong and not foreign):
         return VI, round(conf, 3)
     if score <= -0.5 and not foreign and en_known * 2 >= non_vi and en_known:
         return EN, round(conf, 3)
 
+    if score <= -0.5 and foreign > en_known:
+        return OTHER, round(conf, 3)
+
     top, p_top, p_vi, p_en = _langid_rank(" ".join(latin))
     if score <= -0.5:
         # not Vietnamese: English or another Latin-script language
-        if top == EN or (top == VI and not foreign):
+        if top == EN:
             return EN, round(max(p_en / (p_en + p_vi or 1.0), 0.5), 3)
         if foreign or p_top >= _OTHER_MIN_PROB:
             return OTHER, round(p_top, 3)
         return EN, round(max(p_en / (p_en + p_vi or 1.0), 0.5), 3)
     # near tie: py3langid decides, restricted to vi/en unless something foreign is clearly there
-    if top not in (VI, EN) and (foreign or (p_top >= _OTHER_MIN_PROB and strong == 0 and en_known == 0)):
+    if top != EN and p_vi < p_top and (foreign or (p_top >= _OTHER_MIN_PROB and score <= 0.0 and en_known == 0)):
         return OTHER, round(p_top, 3)
-    return _vi_or_en(p_vi, p_en)
+    return _vi_or_en(p_vi, p_en, score)

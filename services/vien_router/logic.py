@@ -13,7 +13,7 @@ from typing import Protocol
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
 from vien.runtime.config import LANGS, VienConfig
 from vien.runtime.errors import InvalidArgument, UpstreamError
-from vien_router import langid
+from vien_router.langid import detect_with_score
 
 QUERY, DOCUMENT = "query", "document"
 _INDEXED_FIELD = re.compile(r"^texts\[(\d+)\]")
@@ -69,7 +69,7 @@ def _remap_field(message: str, indices: list[int]) -> str:
 
 class Router:
     def __init__(self, config: VienConfig, query: EmbedderClient, document: EmbedderClient,
-                 detect: Callable[[str], tuple[str, float]] = langid.detect_with_score) -> None:
+                 detect: Callable[[str], tuple[str, float]] = detect_with_score) -> None:
         self.config = config
         self.clients = {QUERY: query, DOCUMENT: document}
         self.detect = detect

@@ -161,6 +161,10 @@ class OnnxEncoder:
         so.intra_op_num_threads = int(intra_op_threads) if intra_op_threads else physical_cores()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # No busy-waiting between ops: in a mesh the router, gRPC threads and Redis share these cores,
+        # and spinning intra-op threads would steal the CPU they need (VIEN_ORT_SPIN=1 turns it back on).
+        spin = "1" if os.environ.get("VIEN_ORT_SPIN") == "1" else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
         try:
             session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
