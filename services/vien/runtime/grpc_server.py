@@ -39,6 +39,17 @@ class HealthReporter:
         self._servicer = servicer
         self._names = ["", *names]
         self.serving = False
+        # Set by the app (hold_down) to stay NOT_SERVING after start() returns, e.g. a failed space guard.
+        self.held_down: str | None = None
+
+    async def hold_down(self, reason: str) -> None:
+        """NOT_SERVING until release(); run_app does not flip it back to SERVING after start()."""
+        self.held_down = reason
+        await self.set(False, reason)
+
+    async def release(self) -> None:
+        self.held_down = None
+        await self.set(True)
 
     async def set(self, serving: bool, reason: str = "") -> None:
         status = (
@@ -185,7 +196,7 @@ async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None 
             loop.add_signal_handler(sig, stop.set)
     try:
         await app.start(reporter)
-        if not stop.is_set():
+        if not stop.is_set() and reporter.held_down is None:
             await reporter.set(True)
         if ready is not None:
             ready.set()

@@ -21,9 +21,21 @@ TEXTS = Counter("vien_texts_total", "Texts embedded", ["service", "profile"])
 REJECTED = Counter("vien_rejected_total", "Requests rejected for overload", ["service"])
 CACHE_REQUESTS = Counter("vien_cache_requests_total", "Query cache lookups", ["result"])  # hit|miss|error
 CACHE_UP = Gauge("vien_cache_up", "1 when the query cache (Redis) is reachable, 0 when serving uncached")
+SPACE_GUARD_OK = Gauge(
+    "vien_space_guard_ok",
+    "Space guard per profile: 1 passed, 0 failed (encoders disagree; profile refused), -1 not yet checked",
+    ["profile"],
+)
+BACKEND_REQUESTS = Counter(
+    "vien_backend_requests_total", "HTTP requests to remote embedding backends by outcome",
+    ["encoder", "outcome"],  # ok|retry_429|retry_5xx|retry_connect|retry_timeout|rejected|failed
+)
 
 
 def serve_metrics(port: int | None, host: str = "0.0.0.0") -> None:
     if port:
         start_http_server(port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, port)
+INGEST_EVENTS = Counter("vien_ingest_events_total", "Document events applied, by outcome", ["outcome"])
+INGEST_RETRIES = Counter("vien_ingest_retries_total", "Batches retried after a transient failure")
+DLQ_EVENTS = Counter("vien_dlq_events_total", "Events sent to the dead-letter topic, by reason code", ["code"])

@@ -34,6 +34,9 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("doc-embedder", "vien_doc_embedder.grpc_app:DocEmbedderApp", "doc_embedder_addr",
                     "VIEN_DOC_EMBEDDER_ADDR"),
         ServiceSpec("router", "vien_router.grpc_app:RouterApp", "router_addr", "VIEN_ROUTER_ADDR"),
+        ServiceSpec("store", "vien_store.grpc_app:StoreApp", "store_addr", "VIEN_STORE_ADDR"),
+        ServiceSpec("search", "vien_search.grpc_app:SearchApp", "search_addr", "VIEN_SEARCH_ADDR"),
+        ServiceSpec("ingest", "vien_ingest.grpc_app:IngestApp", "ingest_addr", "VIEN_INGEST_ADDR"),
     )
 }
 

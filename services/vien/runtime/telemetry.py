@@ -47,13 +47,22 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
+def tracing_enabled() -> bool:
+    """VIEN_TRACING=0 drops the interceptors entirely (no spans, no context propagation)."""
+    return os.environ.get("VIEN_TRACING", "1") != "0"
+
+
 def server_interceptors() -> list[Any]:
+    if not tracing_enabled():
+        return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     return [aio_server_interceptor()]
 
 
 def client_interceptors() -> list[Any]:
+    if not tracing_enabled():
+        return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return list(aio_client_interceptors())

@@ -5,6 +5,7 @@
   the ``api_key`` argument, e.g. read by the caller from VIEN_QDRANT_API_KEY)
 - ``qdrant-rest:http://host:6333`` the same over REST
 - ``memory``                  qdrant-client's local mode in memory (tests, small data)
+- ``remote:host:port``        the local store service (vien.v1.VectorStore) that owns Edge shards under `vien up`
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from vien.store.base import VectorStore
 def open_store(spec: str, api_key: str | None = None) -> VectorStore:
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
+    if kind == "remote" and rest:
+        from vien.store.remote import RemoteStore
+
+        return RemoteStore(rest)
     if kind == "memory" and not rest:
         from vien.store.qdrant import QdrantStore
 
@@ -32,5 +37,6 @@ def open_store(spec: str, api_key: str | None = None) -> VectorStore:
         return QdrantStore(url=rest, api_key=api_key, prefer_grpc=kind == "qdrant")
     raise InvalidArgument(
         "store",
-        f"{spec!r}: expected 'edge:/path', 'qdrant:http://host:6334', 'qdrant-rest:http://host:6333' or 'memory'",
+        f"{spec!r}: expected 'remote:host:port', 'edge:/path', 'qdrant:http://host:6334', "
+        "'qdrant-rest:http://host:6333' or 'memory'",
     )

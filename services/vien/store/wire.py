@@ -1,0 +1,70 @@
+"""Conversions between the store's dataclasses and the vien.v1 store protobuf messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+
+from vien.store.base import Hit, Point, SearchFilter, SparseVector
+from vien.v1 import store_pb2
+
+# Struct carries every number as a double; these payload fields are integers.
+INT_FIELDS = ("chunk_index", "version", "n_chunks")
+
+
+def struct_of(payload: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(payload)
+    return s
+
+
+def dict_of(s: struct_pb2.Struct) -> dict[str, Any]:
+    d: dict[str, Any] = json_format.MessageToDict(s)
+    for k in INT_FIELDS:
+        if isinstance(d.get(k), float):
+            d[k] = int(d[k])
+    return d
+
+
+def sparse_to_pb(sp: SparseVector) -> store_pb2.StoreSparseVector:
+    return store_pb2.StoreSparseVector(indices=sp.indices, values=sp.values)
+
+
+def sparse_from_pb(msg: store_pb2.StoreSparseVector, present: bool) -> SparseVector | None:
+    if not present:
+        return None
+    return SparseVector(list(msg.indices), list(msg.values))
+
+
+def point_to_pb(p: Point) -> store_pb2.StorePoint:
+    msg = store_pb2.StorePoint(id=p.id, vector=np.asarray(p.vector, "<f4").tobytes(), payload=struct_of(p.payload))
+    if p.sparse is not None:
+        msg.sparse.CopyFrom(sparse_to_pb(p.sparse))
+    return msg
+
+
+def point_from_pb(msg: store_pb2.StorePoint) -> Point:
+    return Point(msg.id, np.frombuffer(msg.vector, "<f4"), dict_of(msg.payload),
+                 sparse_from_pb(msg.sparse, msg.HasField("sparse")))
+
+
+def filter_to_pb(f: SearchFilter) -> store_pb2.StoreFilter:
+    return store_pb2.StoreFilter(tenant=f.tenant or "", lang=f.lang or "", metadata=f.metadata, doc_id=f.doc_id or "")
+
+
+def filter_from_pb(msg: store_pb2.StoreFilter, present: bool) -> SearchFilter | None:
+    if not present:
+        return None
+    return SearchFilter(tenant=msg.tenant or None, lang=msg.lang or None, metadata=dict(msg.metadata),
+                        doc_id=msg.doc_id or None)
+
+
+def hits_to_pb(hits: list[Hit]) -> store_pb2.HitsResponse:
+    return store_pb2.HitsResponse(hits=[store_pb2.StoreHit(id=h.id, score=h.score, payload=struct_of(h.payload))
+                                        for h in hits])
+
+
+def hits_from_pb(msg: store_pb2.HitsResponse) -> list[Hit]:
+    return [Hit(h.id, h.score, dict_of(h.payload)) for h in msg.hits]

@@ -1,0 +1,1 @@
+"""ingest: Kafka consumer turning document events into vector-store points, at-least-once."""

@@ -1,0 +1,245 @@
+"""One batch of document events -> store changes, without Kafka (the worker is a thin loop around it).
+
+At-least-once with idempotent writes: point ids are uuid5(tenant/doc_id#chunk), so re-processing a
+batch after a crash rewrites the same points. Within a batch the newest event of each document wins
+(versions first, then offsets); against the store, an event older than the stored version is skipped
+and unchanged content (same hash) is not re-embedded. Permanent problems of one event become
+`dead` entries for the DLQ; transient ones (embedder or store down) raise, and the caller retries the
+whole batch without committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from google.protobuf import json_format
+from opentelemetry import trace
+
+from vien.ingest_logic.chunking import chunk_text
+from vien.ingest_logic.events import PoisonEvent, decode_event, event_content_hash, point_id
+from vien.kafka.tracing import extract_context
+from vien.runtime.config import VienConfig
+from vien.runtime.errors import InvalidArgument, NotFound, UpstreamError
+from vien.store.base import Point, VectorStore
+from vien.v1.documents_pb2 import DocumentEvent
+
+log = logging.getLogger("vien.ingest")
+tracer = trace.get_tracer("vien.ingest")
+
+UPSERT, DELETE = DocumentEvent.OP_UPSERT, DocumentEvent.OP_DELETE
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] = ()
+
+
+class DocEncoder(Protocol):
+    async def encode(self, texts: list[str], profile: str) -> list[np.ndarray]: ...
+
+
+CountTokens = Callable[[list[str]], list[int]]
+
+
+@dataclass
+class BatchOutcome:
+    events: int = 0
+    upserted_docs: int = 0
+    deleted_docs: int = 0
+    stale: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    dead: list[tuple[Record, str, str]] = field(default_factory=list)  # record, reason, code
+
+
+@dataclass
+class _Doc:
+    record: Record
+    event: DocumentEvent
+    profile: str = ""
+    lang: str = ""
+    content_hash: str = ""
+    chunks: list[str] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    stored_chunks: int = 0
+    stored_collection: str = ""
+
+
+class IngestProcessor:
+    def __init__(self, config: VienConfig, store: VectorStore, encoder: DocEncoder,
+                 counters: dict[str, CountTokens], detect: Callable[[str], str],
+                 overlap_tokens: int = 32, concurrency: int = 16) -> None:
+        self.config = config
+        self.store = store
+        self.encoder = encoder
+        self.counters = counters          # profile -> token counter of its document side
+        self.detect = detect
+        self.overlap_tokens = overlap_tokens
+        self._sem = asyncio.Semaphore(concurrency)
+        self._ensured: set[str] = set()
+
+    # ------------------------------------------------------------------ helpers
+    async def _ensure_collection(self, profile: str) -> str:
+        prof = self.config.profiles[profile]
+        if prof.collection not in self._ensured:
+            await asyncio.to_thread(self.store.ensure_collection, prof.collection, prof.dims, True)
+            self._ensured.add(prof.collection)
+        return prof.collection
+
+    def _route(self, ev: DocumentEvent) -> tuple[str, str]:
+        lang = ev.lang or self.detect(f"{ev.title}\n{ev.text[:2000]}")
+        profile = ev.profile or self.config.route(lang)
+        if profile not in self.config.profiles:
+            raise PoisonEvent(f"profile: unknown profile {profile!r}", code="unknown_profile")
+        return profile, lang
+
+    def _chunk(self, doc: _Doc) -> list[str]:
+        prof = self.config.profiles[doc.profile]
+        count = self.counters[doc.profile]
+
+        def count_prompted(texts: list[str]) -> list[int]:
+            return count([prof.prompt("document", t) for t in texts])
+
+        body = f"{doc.event.title}\n{doc.event.text}" if doc.event.title else doc.event.text
+        return [c.text for c in chunk_text(body, count_prompted, prof.max_tokens, self.overlap_tokens)]
+
+    async def _stored_state(self, doc: _Doc) -> tuple[int, str, int, str]:
+        """(version, content hash, chunk count, collection) of what the store holds for this doc."""
+        for prof in self.config.profiles.values():
+            try:
+                hits = await asyncio.to_thread(self.store.doc_chunks, prof.collection, doc.event.tenant,
+                                               doc.event.doc_id)
+            except NotFound:
+                continue
+            if hits:
+                p = hits[0].payload
+                return int(p.get("version", 0)), str(p.get("content_hash", "")), len(hits), prof.collection
+        return -1, "", 0, ""
+
+    async def _embed(self, doc: _Doc, batch: int = 64) -> None:
+        async with self._sem:
+            ctx = extract_context(doc.record.headers)
+            with tracer.start_as_current_span("ingest.embed", context=ctx) as span:
+                span.set_attribute("vien.doc_id", doc.event.doc_id)
+                span.set_attribute("vien.profile", doc.profile)
+                span.set_attribute("vien.chunks", len(doc.chunks))
+                vecs: list[np.ndarray] = []
+                for i in range(0, len(doc.chunks), batch):
+                    vecs.extend(await self.encoder.encode(doc.chunks[i:i + batch], doc.profile))
+                doc.vectors = vecs
+
+    # ------------------------------------------------------------------ the batch
+    async def process(self, records: Sequence[Record]) -> BatchOutcome:
+        out = BatchOutcome(events=len(records))
+        latest: dict[tuple[str, str], _Doc] = {}
+        for rec in records:
+            try:
+                ev = decode_event(rec.value, rec.headers)
+            except PoisonEvent as exc:
+                out.dead.append((rec, exc.reason, exc.code))
+                continue
+            key = (ev.tenant, ev.doc_id)
+            prev = latest.get(key)
+            if prev is None or ev.version >= prev.event.version:
+                latest[key] = _Doc(rec, ev)  # a later offset of the same version wins too
+            if prev is not None:
+                out.stale += 1  # one of the two is superseded within this batch
+
+        docs = list(latest.values())
+        todo: list[_Doc] = []
+        for doc in docs:
+            ev = doc.event
+            version, stored_hash, n_stored, collection = await self._stored_state(doc)
+            doc.stored_chunks, doc.stored_collection = n_stored, collection
+            if ev.version < version:
+                out.stale += 1
+                continue
+            if ev.op == DELETE:
+                todo.append(doc)
+                continue
+            try:
+                doc.profile, doc.lang = self._route(ev)
+            except PoisonEvent as exc:
+                out.dead.append((doc.record, exc.reason, exc.code))
+                continue
+            doc.content_hash = event_content_hash(ev, doc.profile)
+            target = self.config.profiles[doc.profile].collection
+            if doc.content_hash == stored_hash and collection == target:
+                out.unchanged += 1
+                continue
+            try:
+                doc.chunks = self._chunk(doc)
+            except ValueError as exc:
+                out.dead.append((doc.record, f"text: cannot be chunked ({exc})", "chunking"))
+                continue
+            if not doc.chunks:
+                out.dead.append((doc.record, "text: nothing to embed after normalisation", "empty_text"))
+                continue
+            todo.append(doc)
+
+        embed = [d for d in todo if d.event.op == UPSERT]
+        results = await asyncio.gather(*(self._embed(d) for d in embed), return_exceptions=True)
+        for d, r in zip(embed, results, strict=True):
+            # Only a rejection of the text itself is permanent. FAILED_PRECONDITION (e.g. a failed space
+            # guard) is the service's state, not the event's: retried like an outage, never dead-lettered.
+            rejected = isinstance(r, InvalidArgument) or (
+                isinstance(r, UpstreamError) and r.code.name == "INVALID_ARGUMENT")
+            if rejected:
+                assert isinstance(r, InvalidArgument | UpstreamError)
+                out.dead.append((d.record, f"embedding rejected: {r.message}", "embedding_rejected"))
+                todo.remove(d)
+            elif isinstance(r, BaseException):
+                raise r  # transient: the caller backs off and retries the batch, nothing committed
+
+        await self._write(todo, out)
+        return out
+
+    async def _write(self, docs: list[_Doc], out: BatchOutcome) -> None:
+        by_collection: dict[str, list[Point]] = {}
+        surplus: dict[str, list[str]] = {}
+        deletes: list[tuple[str, str, str]] = []
+        for d in docs:
+            ev = d.event
+            if ev.op == DELETE:
+                if d.stored_collection:
+                    deletes.append((d.stored_collection, ev.tenant, ev.doc_id))
+                out.deleted_docs += 1
+                continue
+            collection = await self._ensure_collection(d.profile)
+            meta: dict[str, Any] = (json_format.MessageToDict(ev.metadata) if ev.HasField("metadata") else {})
+            n = len(d.chunks)
+            for i, (text, vec) in enumerate(zip(d.chunks, d.vectors, strict=True)):
+                by_collection.setdefault(collection, []).append(Point(
+                    point_id(ev.tenant, ev.doc_id, i), vec,
+                    {"tenant": ev.tenant, "doc_id": ev.doc_id, "chunk_index": i, "lang": d.lang, "title": ev.title,
+                     "text": text, "metadata": meta, "version": int(ev.version), "content_hash": d.content_hash,
+                     "n_chunks": n},
+                ))
+            if d.stored_collection and d.stored_collection != collection:
+                deletes.append((d.stored_collection, ev.tenant, ev.doc_id))  # re-routed to another profile
+            elif d.stored_chunks > n:
+                surplus.setdefault(collection, []).extend(
+                    point_id(ev.tenant, ev.doc_id, i) for i in range(n, d.stored_chunks))
+            out.upserted_docs += 1
+            out.chunks += n
+        with tracer.start_as_current_span("ingest.store_write") as span:
+            t0 = time.perf_counter()
+            for collection, points in by_collection.items():
+                span.set_attribute("vien.points", len(points))
+                await asyncio.to_thread(self.store.upsert, collection, points)
+            for collection, ids in surplus.items():
+                await asyncio.to_thread(self.store.delete, collection, ids)
+            for collection, tenant, doc_id in deletes:
+                await asyncio.to_thread(self.store.delete_by_doc, collection, tenant, doc_id)
+            span.set_attribute("vien.store_ms", (time.perf_counter() - t0) * 1e3)

@@ -1,0 +1,122 @@
+"""The Kafka loop around IngestProcessor: poll, process, dead-letter, commit; back off on faults.
+
+Offsets are committed only after the store acknowledged every change of the batch and every poison
+event is on the DLQ. A transient fault (embedder or store unavailable, broker hiccup) retries the same
+batch with exponential back-off and jitter, without committing and without polling further.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from vien.ingest_logic.dlq import dlq_record
+from vien.kafka.broker import close_consumer, local_group_kwargs
+from vien.runtime.config import Settings
+from vien.runtime.errors import InvalidArgument, VienError
+from vien.runtime.metrics import DLQ_EVENTS, INGEST_EVENTS, INGEST_RETRIES
+from vien_ingest.processor import BatchOutcome, IngestProcessor, Record
+
+log = logging.getLogger("vien.ingest")
+
+
+class Backoff:
+    def __init__(self, base: float = 0.2, cap: float = 30.0) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next(self) -> float:
+        self.attempt += 1
+        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.attempt, 16)))  # full jitter
+
+
+class IngestWorker:
+    def __init__(self, settings: Settings, processor: IngestProcessor, local_broker: bool,
+                 max_records: int = 256) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.local_broker = local_broker
+        self.max_records = max_records
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.stopping = asyncio.Event()
+        self.processed = 0
+
+    async def connect(self, timeout: float = 60.0) -> None:
+        s = self.settings
+        extra: dict[str, Any] = local_group_kwargs() if self.local_broker else {}
+        backoff = Backoff(cap=5.0)
+        deadline = time.monotonic() + timeout
+        while True:
+            consumer = AIOKafkaConsumer(
+                s.documents_topic, bootstrap_servers=s.kafka_bootstrap, group_id=s.ingest_group,
+                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_interval_ms=600_000, **extra)
+            producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+            try:
+                await consumer.start()
+                await producer.start()
+            except KafkaError as exc:
+                await consumer.stop()
+                await producer.stop()
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("kafka at %s not reachable yet (%s); retrying", s.kafka_bootstrap, exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            self.consumer, self.producer = consumer, producer
+            log.info("consuming %s as group %s from %s", s.documents_topic, s.ingest_group, s.kafka_bootstrap)
+            return
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await close_consumer(self.consumer)
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def _process_with_retry(self, records: list[Record]) -> BatchOutcome:
+        backoff = Backoff()
+        while True:
+            try:
+                return await self.processor.process(records)
+            except InvalidArgument:
+                raise
+            except (TimeoutError, VienError, OSError, KafkaError) as exc:
+                INGEST_RETRIES.inc()
+                delay = backoff.next()
+                log.warning("transient failure on a batch of %d events (%s: %s); retrying in %.2fs without "
+                            "committing", len(records), type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _dead_letter(self, outcome: BatchOutcome) -> None:
+        assert self.producer is not None
+        for rec, reason, code in outcome.dead:
+            value, headers = dlq_record(rec.value, rec.headers, reason, rec.topic, rec.partition, rec.offset,
+                                        code=code)
+            await self.producer.send_and_wait(self.settings.dlq_topic, value, headers=headers)
+            DLQ_EVENTS.labels(code).inc()
+            log.warning("dead-lettered %s/%d/%d: %s", rec.topic, rec.partition, rec.offset, reason)
+
+    async def run(self) -> None:
+        assert self.consumer is not None
+        while not self.stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            records = [Record(m.topic, m.partition, m.offset, m.value, list(m.headers or ()))
+                       for msgs in batch.values() for m in msgs]
+            if not records:
+                continue
+            outcome = await self._process_with_retry(records)
+            await self._dead_letter(outcome)
+            await self.consumer.commit()
+            self.processed += len(records)
+            INGEST_EVENTS.labels("upserted").inc(outcome.upserted_docs)
+            INGEST_EVENTS.labels("deleted").inc(outcome.deleted_docs)
+            INGEST_EVENTS.labels("stale").inc(outcome.stale)
+            INGEST_EVENTS.labels("unchanged").inc(outcome.unchanged)
+            log.info("committed %d events: %d upserted (%d chunks), %d deleted, %d stale, %d unchanged, %d dead",
+                     len(records), outcome.upserted_docs, outcome.chunks, outcome.deleted_docs, outcome.stale,
+                     outcome.unchanged, len(outcome.dead))

@@ -1,0 +1,1 @@
+"""search: query -> router (QUERY embedding, language routing) -> vector store, tenant-scoped."""

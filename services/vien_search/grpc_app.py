@@ -1,0 +1,90 @@
+"""gRPC layer of search: translate messages; the query is embedded by the router over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+from google.protobuf import struct_pb2
+
+from vien.runtime.config import Settings
+from vien.runtime.errors import InvalidArgument, UpstreamError
+from vien.runtime.grpc_client import aio_channel, remaining_timeout
+from vien.runtime.grpc_server import HealthReporter
+from vien.runtime.metrics import RPC_LATENCY
+from vien.store.base import VectorStore
+from vien.store.factory import open_store
+from vien.v1 import common_pb2, router_pb2, router_pb2_grpc, search_pb2
+from vien_search.logic import QueryVector, Searcher
+
+
+class RouterQueryEmbedder:
+    def __init__(self, stub: router_pb2_grpc.RouterStub) -> None:
+        self.stub = stub
+
+    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float) -> QueryVector:
+        req = router_pb2.EmbedRequest(texts=[text], kind=common_pb2.EMBED_KIND_QUERY, profile=profile,
+                                      dimensions=dimensions)
+        try:
+            resp = await self.stub.Embed(req, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            details = (exc.details() or "").replace("texts[0]", "query")
+            raise UpstreamError(exc.code(), details) from None
+        e = resp.embeddings[0]
+        return QueryVector(np.frombuffer(e.vector, "<f4"), e.profile, e.lang)
+
+
+def _struct(d: dict) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(d)
+    return s
+
+
+class SearchServicer:
+    def __init__(self, app: SearchApp) -> None:
+        self.app = app
+
+    async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
+                     ) -> search_pb2.SearchResponse:
+        if request.mode not in (search_pb2.SEARCH_MODE_UNSPECIFIED, search_pb2.SEARCH_MODE_DENSE):
+            raise InvalidArgument("mode", f"{search_pb2.SearchMode.Name(request.mode)} is not available yet; "
+                                  "use SEARCH_MODE_DENSE")
+        with RPC_LATENCY.labels("search", "Search").time():
+            res = await self.app.searcher.search(
+                request.query, request.tenant, request.top_k, request.lang, dict(request.metadata_filter),
+                request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0),
+            )
+        return search_pb2.SearchResponse(
+            hits=[search_pb2.SearchHit(doc_id=h.doc_id, chunk_index=h.chunk_index, text=h.text, score=h.score,
+                                       title=h.title, metadata=_struct(h.metadata), lang=h.lang,
+                                       version=h.version, tenant=h.tenant) for h in res.hits],
+            profile=res.profile, query_lang=res.query_lang,
+            timings=common_pb2.Timings(total_ms=res.stage_ms["total"], stage_ms=res.stage_ms),
+        )
+
+
+class SearchApp:
+    name = "search"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.searcher: Searcher
+        self._store: VectorStore | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    def services(self) -> list[tuple[object, object]]:
+        return [(search_pb2.DESCRIPTOR.services_by_name["Search"], SearchServicer(self))]
+
+    async def start(self, health: HealthReporter) -> None:
+        s = self.settings
+        self._store = await asyncio.to_thread(open_store, s.vector_store_spec)
+        self._channel = aio_channel(s.router_addr, s)
+        self.searcher = Searcher(s.config, RouterQueryEmbedder(router_pb2_grpc.RouterStub(self._channel)),
+                                 self._store)
+
+    async def stop(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)

@@ -1,0 +1,108 @@
+"""gRPC layer of the local store: a thin translation onto a VectorStore (Qdrant Edge by default)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TypeAlias
+
+import grpc
+import numpy as np
+
+from vien.runtime.config import Settings
+from vien.runtime.errors import InvalidArgument
+from vien.runtime.grpc_server import HealthReporter
+from vien.store import wire
+from vien.store.base import VectorStore
+from vien.store.factory import open_store
+from vien.v1 import store_pb2
+
+Ctx: TypeAlias = grpc.aio.ServicerContext
+
+
+class StoreServicer:
+    def __init__(self, app: StoreApp) -> None:
+        self.app = app
+
+    @property
+    def store(self) -> VectorStore:
+        return self.app.store
+
+    async def EnsureCollection(self, r: store_pb2.EnsureCollectionRequest, c: Ctx) -> store_pb2.Ack:
+        await asyncio.to_thread(self.store.ensure_collection, r.collection, r.dims, r.sparse)
+        return store_pb2.Ack()
+
+    async def Upsert(self, r: store_pb2.UpsertRequest, c: Ctx) -> store_pb2.Ack:
+        points = [wire.point_from_pb(p) for p in r.points]
+        await asyncio.to_thread(self.store.upsert, r.collection, points)
+        return store_pb2.Ack()
+
+    async def Delete(self, r: store_pb2.DeleteRequest, c: Ctx) -> store_pb2.Ack:
+        if r.ids:
+            await asyncio.to_thread(self.store.delete, r.collection, list(r.ids))
+        elif r.tenant and r.doc_id:
+            await asyncio.to_thread(self.store.delete_by_doc, r.collection, r.tenant, r.doc_id)
+        else:
+            raise InvalidArgument("ids", "give point ids, or tenant and doc_id")
+        return store_pb2.Ack()
+
+    async def DocChunks(self, r: store_pb2.DocChunksRequest, c: Ctx) -> store_pb2.HitsResponse:
+        hits = await asyncio.to_thread(self.store.doc_chunks, r.collection, r.tenant, r.doc_id)
+        return wire.hits_to_pb(hits)
+
+    async def Query(self, r: store_pb2.QueryRequest, c: Ctx) -> store_pb2.HitsResponse:
+        flt = wire.filter_from_pb(r.filter, r.HasField("filter"))
+        vec = np.frombuffer(r.vector, "<f4") if r.vector else None
+        sparse = wire.sparse_from_pb(r.sparse, r.HasField("sparse"))
+        if r.mode == store_pb2.STORE_QUERY_MODE_SPARSE:
+            if sparse is None:
+                raise InvalidArgument("sparse", "is required for a sparse query")
+            hits = await asyncio.to_thread(self.store.search_sparse, r.collection, sparse, r.top_k, flt)
+        elif r.mode == store_pb2.STORE_QUERY_MODE_HYBRID:
+            if vec is None or sparse is None:
+                raise InvalidArgument("vector", "a hybrid query needs both vector and sparse")
+            hits = await asyncio.to_thread(self.store.search_hybrid, r.collection, vec, sparse, r.top_k, flt,
+                                           r.prefetch_k or None)
+        else:
+            if vec is None:
+                raise InvalidArgument("vector", "is required for a dense query")
+            hits = await asyncio.to_thread(self.store.search, r.collection, vec, r.top_k, flt)
+        return wire.hits_to_pb(hits)
+
+    async def Count(self, r: store_pb2.CountRequest, c: Ctx) -> store_pb2.CountResponse:
+        flt = wire.filter_from_pb(r.filter, r.HasField("filter"))
+        return store_pb2.CountResponse(count=await asyncio.to_thread(self.store.count, r.collection, flt))
+
+    async def ListCollections(self, r: store_pb2.ListCollectionsRequest, c: Ctx) -> store_pb2.ListCollectionsResponse:
+        def summaries() -> list[store_pb2.CollectionSummary]:
+            out = []
+            for name in sorted(self.store.collections()):
+                info = self.store.collection_info(name)
+                out.append(store_pb2.CollectionSummary(name=name, dims=info.dims, points=info.points,
+                                                       sparse=info.sparse))
+            return out
+
+        return store_pb2.ListCollectionsResponse(collections=await asyncio.to_thread(summaries))
+
+
+def default_store_spec() -> str:
+    return os.environ.get("VIEN_STORE_BACKEND") or f"edge:{Path.home() / '.cache' / 'vien' / 'store'}"
+
+
+class StoreApp:
+    name = "store"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: VectorStore
+
+    def services(self) -> list[tuple[object, object]]:
+        return [(store_pb2.DESCRIPTOR.services_by_name["VectorStore"], StoreServicer(self))]
+
+    async def start(self, health: HealthReporter) -> None:
+        self.store = await asyncio.to_thread(open_store, default_store_spec())
+
+    async def stop(self) -> None:
+        if hasattr(self, "store"):
+            await asyncio.to_thread(self.store.close)
