@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from vien.embedding.cache import QueryCache
 from vien.runtime.errors import InvalidArgument, ResourceExhausted
 from vien.runtime.metrics import CACHE_UP
-from vien_query_embedder.cache import QueryCache
 from vien_query_embedder.logic import QueryEmbedder
 
 QUERIES = [f"câu hỏi số {i} về luật đất đai" for i in range(12)] + [f"question {i} about tax law" for i in range(12)]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import grpc
 
+from vien.embedding.cache import QueryCache
 from vien.embedding.vectors import pack
 from vien.runtime.config import Settings
 from vien.runtime.grpc_server import HealthReporter
 from vien.runtime.metrics import RPC_LATENCY
 from vien.v1 import common_pb2, embedder_pb2
-from vien_query_embedder.cache import QueryCache
 from vien_query_embedder.logic import QueryEmbedder
 
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from vien.embedding.batcher import Batcher
+from vien.embedding.cache import CachedVector, QueryCache, cache_key
 from vien.embedding.encoders import TextEncoder, load_onnx_encoder, prepare
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
 from vien.embedding.vectors import truncate
 from vien.runtime.config import EncoderConfig, Settings, VienConfig
 from vien.runtime.errors import InvalidArgument
 from vien.runtime.metrics import BATCH_SIZE, QUEUE_DEPTH, TEXTS, TOKENS
-from vien_query_embedder.cache import CachedVector, QueryCache, cache_key
 
 log = logging.getLogger("vien.query_embedder")
 

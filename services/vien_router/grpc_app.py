@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from vien.embedding.cache import QueryCache
 from vien.embedding.requests import check_texts
 from vien.runtime.config import LANGS, Settings
 from vien.runtime.errors import UpstreamError
@@ -111,6 +112,7 @@ class RouterApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._channels: list[grpc.aio.Channel] = []
+        self._cache: QueryCache | None = None
         self.router: Router
 
     def services(self) -> list[tuple[object, object]]:
@@ -121,13 +123,17 @@ class RouterApp:
         q_ch = aio_channel(s.query_embedder_addr, s)
         d_ch = aio_channel(s.doc_embedder_addr, s)
         self._channels = [q_ch, d_ch]
+        self._cache = QueryCache(s.redis_url) if s.redis_url else None
         self.router = Router(
             s.config,
             GrpcEmbedderClient("query-embedder", s.query_embedder_addr,
                                embedder_pb2_grpc.QueryEmbedderStub(q_ch)),
             GrpcEmbedderClient("doc-embedder", s.doc_embedder_addr, embedder_pb2_grpc.DocEmbedderStub(d_ch)),
+            cache=self._cache,
         )
 
     async def stop(self) -> None:
         for ch in self._channels:
             await ch.close()
+        if self._cache is not None:
+            await self._cache.close()

@@ -10,13 +10,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from vien.embedding.cache import QueryCache, cache_key
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
+from vien.embedding.vectors import pack, truncate
 from vien.runtime.config import LANGS, VienConfig
 from vien.runtime.errors import InvalidArgument, UpstreamError
 from vien_router.langid import detect_with_score
 
 QUERY, DOCUMENT = "query", "document"
 _INDEXED_FIELD = re.compile(r"^texts\[(\d+)\]")
+# How long the router trusts the model identity it learned from the query-embedder's last answer before
+# forwarding a request again to refresh it (so a model upgrade never keeps serving old cached vectors).
+IDENTITY_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,35 @@ def _remap_field(message: str, indices: list[int]) -> str:
 
 class Router:
     def __init__(self, config: VienConfig, query: EmbedderClient, document: EmbedderClient,
-                 detect: Callable[[str], tuple[str, float]] = detect_with_score) -> None:
+                 detect: Callable[[str], tuple[str, float]] = detect_with_score,
+                 cache: QueryCache | None = None) -> None:
         self.config = config
         self.clients = {QUERY: query, DOCUMENT: document}
         self.detect = detect
+        # Read-only view of the query-embedder's cache: a query whose vector is cached is answered here,
+        # saving the second gRPC hop. Writes stay with the query-embedder.
+        self.cache = cache
+        self._identity: dict[str, tuple[str, str, float]] = {}  # profile -> (model_id, revision, learned at)
+
+    def _learn_identity(self, profile: str, model_id: str) -> None:
+        name, _, revision = model_id.rpartition("@")
+        if name:
+            self._identity[profile] = (name, revision, time.monotonic())
+
+    async def _from_cache(self, profile: str, texts: list[str], dimensions: int, strict: bool) -> Encoded | None:
+        """All texts of this group from the cache, or None (then the embedder answers the whole group)."""
+        ident = self._identity.get(profile)
+        if self.cache is None or ident is None or time.monotonic() - ident[2] > IDENTITY_TTL_S:
+            return None
+        prof = self.config.profiles[profile]
+        variant = self.config.encoders[prof.query_encoder].variant
+        keys = [cache_key(ident[0], ident[1], variant, prof.prompt("query", t)) for t in texts]
+        hits = await self.cache.get_many(keys, prof.dims)
+        if any(h is None or (strict and h.truncated) for h in hits):
+            return None
+        dims = prof.check_dims(dimensions)
+        return Encoded([EncodedText(pack(truncate(h.vector, dims)), dims, h.token_count, h.truncated, True)
+                        for h in hits if h is not None], f"{ident[0]}@{ident[1]}")
 
     def detect_languages(self, texts: list[str]) -> list[tuple[str, float, str]]:
         out = []
@@ -107,11 +137,17 @@ class Router:
         t0 = time.perf_counter()
 
         async def call(pname: str, idx: list[int]) -> tuple[str, list[int], Encoded]:
+            group = [texts[i] for i in idx]
+            if kind == QUERY and not bypass_cache:
+                cached = await self._from_cache(pname, group, dimensions, strict)
+                if cached is not None:
+                    return pname, idx, cached
             try:
-                enc = await client.encode([texts[i] for i in idx], pname, dimensions, strict, bypass_cache,
-                                          timeout)
+                enc = await client.encode(group, pname, dimensions, strict, bypass_cache, timeout)
             except UpstreamError as exc:
                 raise UpstreamError(exc.code, _remap_field(exc.message, idx)) from None
+            if kind == QUERY:
+                self._learn_identity(pname, enc.model_id)
             return pname, idx, enc
 
         replies = await asyncio.gather(*(call(p, idx) for p, idx in groups.items()))
