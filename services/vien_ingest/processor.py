@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from google.protobuf import json_format
@@ -33,6 +33,7 @@ log = logging.getLogger("vien.ingest")
 tracer = trace.get_tracer("vien.ingest")
 
 UPSERT, DELETE = DocumentEvent.OP_UPSERT, DocumentEvent.OP_DELETE
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class IngestProcessor:
         self.detect = detect
         self.overlap_tokens = overlap_tokens
         self._sem = asyncio.Semaphore(concurrency)
+        self._lookups = asyncio.Semaphore(32)
         self._ensured: set[str] = set()
 
     # ------------------------------------------------------------------ helpers
@@ -127,6 +129,10 @@ class IngestProcessor:
                 return int(p.get("version", 0)), str(p.get("content_hash", "")), len(hits), prof.collection
         return -1, "", 0, ""
 
+    async def _bounded(self, coro: Awaitable[T]) -> T:
+        async with self._lookups:
+            return await coro
+
     async def _embed(self, doc: _Doc, batch: int = 64) -> None:
         async with self._sem:
             ctx = extract_context(doc.record.headers)
@@ -158,9 +164,10 @@ class IngestProcessor:
 
         docs = list(latest.values())
         todo: list[_Doc] = []
-        for doc in docs:
+        # Store lookups run concurrently: done one by one they left the embedder idle between batches.
+        states = await asyncio.gather(*(self._bounded(self._stored_state(d)) for d in docs))
+        for doc, (version, stored_hash, n_stored, collection) in zip(docs, states, strict=True):
             ev = doc.event
-            version, stored_hash, n_stored, collection = await self._stored_state(doc)
             doc.stored_chunks, doc.stored_collection = n_stored, collection
             if ev.version < version:
                 out.stale += 1
@@ -179,7 +186,7 @@ class IngestProcessor:
                 out.unchanged += 1
                 continue
             try:
-                doc.chunks = self._chunk(doc)
+                doc.chunks = await asyncio.to_thread(self._chunk, doc)  # off the event loop
             except ValueError as exc:
                 out.dead.append((doc.record, f"text: cannot be chunked ({exc})", "chunking"))
                 continue
