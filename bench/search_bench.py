@@ -164,19 +164,37 @@ def run(ns: argparse.Namespace | None = None) -> dict:
             assert store.count(prof.collection) == n_points
             # the store hop alone, from this process (same filter and top_k): what the search stage adds on top
             rng = np.random.default_rng(9)
-            direct = []
-            for v in _unit(rng, 100, prof.dims):
+            probes = _unit(rng, 100, prof.dims)
+            direct, exact_ids = [], []
+            for v in probes:
                 t1 = time.perf_counter()
-                store.search(prof.collection, v, top_k, SearchFilter(tenant=TENANT))
+                exact_ids.append({h.id for h in store.search(prof.collection, v, top_k, SearchFilter(tenant=TENANT))})
                 direct.append((time.perf_counter() - t1) * 1e3)
+            with grpc.insecure_channel(mesh.addrs["search"]) as ch:
+                stub = search_pb2_grpc.SearchStub(ch)
+                for q in warm:  # channel, first inference, tenant lookup; none of the timed queries
+                    stub.Search(search_pb2.SearchRequest(query=q, tenant=TENANT, top_k=top_k), timeout=60)
+                miss = timed_pass(stub, qs, top_k)
+                hit = timed_pass(stub, qs, top_k)
+            # The maintenance step an operator runs after a bulk load (`vien optimize`): HNSW index build.
+            t0 = time.perf_counter()
+            store.optimize(prof.collection)
+            optimize_s = time.perf_counter() - t0
+            indexed_direct, overlap = [], []
+            for v, exact in zip(probes, exact_ids, strict=True):
+                t1 = time.perf_counter()
+                got = {h.id for h in store.search(prof.collection, v, top_k, SearchFilter(tenant=TENANT))}
+                indexed_direct.append((time.perf_counter() - t1) * 1e3)
+                overlap.append(len(got & exact) / max(1, len(exact)))
+            import redis
+
+            redis.Redis.from_url(f"redis://{mesh.addrs['redis']}/0").flushdb()
+            with grpc.insecure_channel(mesh.addrs["search"]) as ch:
+                stub = search_pb2_grpc.SearchStub(ch)
+                indexed_miss = timed_pass(stub, qs, top_k)
+                indexed_hit = timed_pass(stub, qs, top_k)
         finally:
             store.close()
-        with grpc.insecure_channel(mesh.addrs["search"]) as ch:
-            stub = search_pb2_grpc.SearchStub(ch)
-            for q in warm:  # channel, first inference, tenant lookup; none of the timed queries
-                stub.Search(search_pb2.SearchRequest(query=q, tenant=TENANT, top_k=top_k), timeout=60)
-            miss = timed_pass(stub, qs, top_k)
-            hit = timed_pass(stub, qs, top_k)
     finally:
         stop_mesh(mesh)
         shutil.rmtree(tmp, ignore_errors=True)  # the Edge shard: ~0.5 GB at 100k points
@@ -202,7 +220,17 @@ def run(ns: argparse.Namespace | None = None) -> dict:
         "direct_store_p50_ms": _pct(direct, 50),
         "miss_server_p50_ms": _pct(miss["server"], 50), "hit_server_p50_ms": _pct(hit["server"], 50),
     }
+    result.update({
+        "optimize_s": optimize_s,
+        "indexed_miss_p50_ms": _pct(indexed_miss["total"], 50), "indexed_miss_p99_ms": _pct(indexed_miss["total"], 99),
+        "indexed_hit_p50_ms": _pct(indexed_hit["total"], 50), "indexed_hit_p99_ms": _pct(indexed_hit["total"], 99),
+        "indexed_store_p50_ms": _pct(indexed_miss["store"] + indexed_hit["store"], 50),
+        "indexed_direct_store_p50_ms": _pct(indexed_direct, 50),
+        # random unit vectors are HNSW's worst case; real embeddings cluster and recall better
+        "indexed_recall_at_k_random_vectors": float(np.mean(overlap)),
+    })
     result["target_met"] = result["miss_p50_ms"] <= TARGET_P50_MS
+    result["indexed_target_met"] = result["indexed_miss_p50_ms"] <= TARGET_P50_MS
     result["target"] = f"miss_p50_ms <= {TARGET_P50_MS:g}"
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import TypeAlias
 
@@ -73,6 +74,11 @@ class StoreServicer:
     async def Count(self, r: store_pb2.CountRequest, c: Ctx) -> store_pb2.CountResponse:
         flt = wire.filter_from_pb(r.filter, r.HasField("filter"))
         return store_pb2.CountResponse(count=await asyncio.to_thread(self.store.count, r.collection, flt))
+
+    async def Optimize(self, r: store_pb2.OptimizeRequest, c: Ctx) -> store_pb2.OptimizeResponse:
+        t0 = time.perf_counter()
+        changed = await asyncio.to_thread(self.store.optimize, r.collection)
+        return store_pb2.OptimizeResponse(changed=changed, seconds=time.perf_counter() - t0)
 
     async def ListCollections(self, r: store_pb2.ListCollectionsRequest, c: Ctx) -> store_pb2.ListCollectionsResponse:
         def summaries() -> list[store_pb2.CollectionSummary]:

@@ -26,7 +26,7 @@ _ERRORS: dict[grpc.StatusCode, type[VienError]] = {
 
 
 class RemoteStore:
-    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, address: str, timeout_s: float = 600.0) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self._raw = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20),
@@ -118,7 +118,9 @@ class RemoteStore:
         raise NotFound(f"collection {name!r} does not exist")
 
     def optimize(self, collection: str) -> bool:
-        return False
+        resp = self._call("Optimize", store_pb2.OptimizeRequest(collection=collection))
+        assert isinstance(resp, store_pb2.OptimizeResponse)
+        return bool(resp.changed)
 
     def close(self) -> None:
         self._raw.close()

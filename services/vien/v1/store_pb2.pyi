@@ -169,3 +169,17 @@ class ListCollectionsResponse(_message.Message):
 class Ack(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class OptimizeRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class OptimizeResponse(_message.Message):
+    __slots__ = ("changed", "seconds")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    seconds: float
+    def __init__(self, changed: _Optional[bool] = ..., seconds: _Optional[float] = ...) -> None: ...

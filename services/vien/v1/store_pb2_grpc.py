@@ -69,6 +69,11 @@ class VectorStoreStub:
                 request_serializer=vien_dot_v1_dot_store__pb2.ListCollectionsRequest.SerializeToString,
                 response_deserializer=vien_dot_v1_dot_store__pb2.ListCollectionsResponse.FromString,
                 _registered_method=True)
+        self.Optimize = channel.unary_unary(
+                '/vien.v1.VectorStore/Optimize',
+                request_serializer=vien_dot_v1_dot_store__pb2.OptimizeRequest.SerializeToString,
+                response_deserializer=vien_dot_v1_dot_store__pb2.OptimizeResponse.FromString,
+                _registered_method=True)
 
 
 class VectorStoreServicer:
@@ -116,6 +121,14 @@ class VectorStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Optimize(self, request, context):
+        """Build the HNSW index and merge segments now (Qdrant Edge has no background optimizer). The store
+        answers nothing else while it runs: a maintenance step after a bulk load (`vien optimize`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +166,11 @@ def add_VectorStoreServicer_to_server(servicer, server):
                     servicer.ListCollections,
                     request_deserializer=vien_dot_v1_dot_store__pb2.ListCollectionsRequest.FromString,
                     response_serializer=vien_dot_v1_dot_store__pb2.ListCollectionsResponse.SerializeToString,
+            ),
+            'Optimize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Optimize,
+                    request_deserializer=vien_dot_v1_dot_store__pb2.OptimizeRequest.FromString,
+                    response_serializer=vien_dot_v1_dot_store__pb2.OptimizeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +362,33 @@ class VectorStore:
             '/vien.v1.VectorStore/ListCollections',
             vien_dot_v1_dot_store__pb2.ListCollectionsRequest.SerializeToString,
             vien_dot_v1_dot_store__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Optimize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vien.v1.VectorStore/Optimize',
+            vien_dot_v1_dot_store__pb2.OptimizeRequest.SerializeToString,
+            vien_dot_v1_dot_store__pb2.OptimizeResponse.FromString,
             options,
             channel_credentials,
             insecure,
