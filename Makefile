@@ -6,7 +6,7 @@ VIEN := $(VENV)/bin/vien
 export VIEN_MODELS_DIR ?= $(HOME)/.cache/vien/models
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps venv models proto run test lint typecheck check bench clean
+.PHONY: setup system-deps venv models proto run test helm-check lint typecheck check bench clean
 
 setup: system-deps venv models
 
@@ -34,9 +34,16 @@ proto: venv
 run: setup
 	$(VIEN) demo
 
-test: setup
+test: setup helm-check
 	$(PY) -m ruff check services tests bench
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --deselect tests/test_helm.py
+
+# The Helm chart without a helm binary or a cluster: lint and render helm/vien (helm-python-sdk) with the
+# default values and deploy/values-gpu.yaml, validate every manifest against the Kubernetes schemas
+# (kubernetes-validate), then the tests on the rendered manifests and on deploy/ (tests/test_helm.py).
+helm-check: venv
+	$(PY) deploy/render.py --check
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_helm.py
 
 lint: venv
 	$(PY) -m ruff check services tests bench

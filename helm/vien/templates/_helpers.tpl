@@ -1,0 +1,213 @@
+{{/* ---------- names and labels ---------- */}}
+{{- define "vien.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "vien.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vien.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of a component's objects: <fullname>-<component>, e.g. vien-query-embedder. */}}
+{{- define "vien.componentName" -}}
+{{- printf "%s-%s" (include "vien.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "vien.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vien.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of a component; `mesh: "true"` marks the vien services (NetworkPolicy peers). */}}
+{{- define "vien.labels" -}}
+helm.sh/chart: {{ include "vien.chart" .root }}
+{{ include "vien.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: vien
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* ---------- images ---------- */}}
+{{/* The vien image of a service: .root, .svc (a service block; its image map overrides the global one). */}}
+{{- define "vien.image" -}}
+{{- $img := merge (deepCopy (default (dict) .svc.image)) .root.Values.image -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default .root.Chart.AppVersion $img.tag | toString) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vien.pullPolicy" -}}
+{{- $img := merge (deepCopy (default (dict) .svc.image)) .root.Values.image -}}
+{{- $img.pullPolicy -}}
+{{- end -}}
+
+{{/* ---------- endpoints ---------- */}}
+{{- define "vien.serviceAddr" -}}
+{{- $svc := index .root.Values.services .key -}}
+{{- printf "%s:%v" (include "vien.componentName" (dict "root" .root "component" (kebabcase .key))) $svc.port -}}
+{{- end -}}
+
+{{- define "vien.vllm.name" -}}
+{{- include "vien.componentName" (dict "root" . "component" "vllm") -}}
+{{- end -}}
+
+{{/* The OpenAI-compatible base URL of the in-chart vLLM Service (for the profiles' openai encoder). */}}
+{{- define "vien.vllm.baseUrl" -}}
+{{- printf "http://%s:%v/v1" (include "vien.vllm.name" .) .Values.vllm.port -}}
+{{- end -}}
+
+{{- define "vien.vllm.servedName" -}}
+{{- default .Values.vllm.model.id .Values.vllm.model.servedName -}}
+{{- end -}}
+
+{{- define "vien.vectorStore" -}}
+{{- if .Values.qdrant.enabled -}}
+{{- printf "qdrant:http://%s:6334" (include "vien.componentName" (dict "root" . "component" "qdrant")) -}}
+{{- else if .Values.qdrant.external.url -}}
+{{- printf "qdrant:%s" .Values.qdrant.external.url -}}
+{{- else if .Values.services.store.enabled -}}
+{{- printf "remote:%s" (include "vien.serviceAddr" (dict "root" . "key" "store")) -}}
+{{- else -}}
+{{- fail "no vector store: enable qdrant, set qdrant.external.url, or enable services.store" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vien.kafkaBootstrap" -}}
+{{- if .Values.kafka.enabled -}}
+{{- printf "%s:9092" (include "vien.componentName" (dict "root" . "component" "kafka")) -}}
+{{- else if .Values.kafka.external.bootstrap -}}
+{{- .Values.kafka.external.bootstrap -}}
+{{- else -}}
+{{- fail "no Kafka: enable kafka or set kafka.external.bootstrap" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vien.otelEndpoint" -}}
+{{- if .Values.otelCollector.enabled -}}
+{{- printf "http://%s:4317" (include "vien.componentName" (dict "root" . "component" "otel-collector")) -}}
+{{- else -}}
+{{- .Values.otelCollector.external.endpoint -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vien.secretName" -}}
+{{- default (printf "%s-secrets" (include "vien.fullname" .)) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{- define "vien.configMapName" -}}
+{{- default (printf "%s-profiles" (include "vien.fullname" .)) .Values.config.existingConfigMap -}}
+{{- end -}}
+
+{{/* A secretKeyRef env entry: .root, .env (variable name), .key (secrets.keys entry). Optional unless
+     .required: a key that is not set leaves the variable unset; a required one keeps the pod waiting
+     (CreateContainerConfigError) until the Secret holds it. */}}
+{{- define "vien.secretEnv" -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vien.secretName" .root }}
+      key: {{ index .root.Values.secrets.keys .key }}
+      optional: {{ not .required }}
+{{- end -}}
+
+{{/* Refuse a model revision that is not pinned (empty or a branch name). */}}
+{{- define "vien.pinnedRevision" -}}
+{{- $rev := toString .revision -}}
+{{- if or (not $rev) (has $rev (list "main" "master" "HEAD" "latest")) -}}
+{{- fail (printf "%s: revision %q is not pinned; set a commit sha" .what $rev) -}}
+{{- end -}}
+{{- $rev -}}
+{{- end -}}
+
+{{/* Does a service need the models volume (it loads ONNX models)? */}}
+{{- define "vien.needsModels" -}}
+{{- if has .key (list "queryEmbedder" "docEmbedder") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Environment of a vien service: .root, .key, .svc. Addresses of the mesh, endpoints of the
+     dependencies, the profiles file, then the chart-wide env and the service's own env (strings only);
+     secrets only through secretKeyRef. */}}
+{{- define "vien.env" -}}
+{{- $root := .root -}}
+- name: VIEN_HOST
+  value: "0.0.0.0"
+- name: VIEN_CONFIG
+  value: {{ printf "%s/profiles.yaml" $root.Values.config.mountPath | quote }}
+- name: VIEN_MODELS_DIR
+  value: {{ $root.Values.models.dir | quote }}
+- name: HOME
+  value: /tmp
+{{- range $k := list "router" "queryEmbedder" "docEmbedder" "store" "search" "ingest" }}
+- name: {{ printf "VIEN_%s_ADDR" (snakecase $k | upper) }}
+  value: {{ include "vien.serviceAddr" (dict "root" $root "key" $k) | quote }}
+{{- end }}
+{{- if has .key (list "search" "ingest") }}
+- name: VIEN_VECTOR_STORE
+  value: {{ include "vien.vectorStore" $root | quote }}
+{{- include "vien.secretEnv" (dict "root" $root "env" "VIEN_QDRANT_API_KEY" "key" "qdrantApiKey") | nindent 0 }}
+{{- end }}
+{{- if eq .key "store" }}
+- name: VIEN_STORE_BACKEND
+  value: "edge:/data/store"
+{{- end }}
+{{- if has .key (list "ingest") }}
+- name: VIEN_KAFKA_BOOTSTRAP
+  value: {{ include "vien.kafkaBootstrap" $root | quote }}
+- name: VIEN_DOCUMENTS_TOPIC
+  value: {{ $root.Values.kafka.topics.documents | quote }}
+- name: VIEN_DLQ_TOPIC
+  value: {{ $root.Values.kafka.topics.dlq | quote }}
+- name: VIEN_INGEST_GROUP
+  value: {{ $root.Values.kafka.consumerGroup | quote }}
+{{- end }}
+{{- if eq .key "queryEmbedder" }}
+{{- if $root.Values.redis.enabled }}
+- name: VIEN_REDIS_URL
+  value: {{ printf "redis://%s:6379/0" (include "vien.componentName" (dict "root" $root "component" "redis")) | quote }}
+{{- else if $root.Values.redis.external.url }}
+- name: VIEN_REDIS_URL
+  value: {{ $root.Values.redis.external.url | quote }}
+{{- else }}
+{{- include "vien.secretEnv" (dict "root" $root "env" "VIEN_REDIS_URL" "key" "redisUrl") | nindent 0 }}
+{{- end }}
+{{- end }}
+{{- if eq .key "docEmbedder" }}
+{{- include "vien.secretEnv" (dict "root" $root "env" "VIEN_VLLM_API_KEY" "key" "vllmApiKey" "required" $root.Values.vllm.enabled) | nindent 0 }}
+{{- end }}
+{{- if $root.Values.metrics.enabled }}
+- name: VIEN_METRICS_PORT
+  value: {{ $root.Values.metrics.port | quote }}
+{{- end }}
+{{- $otel := include "vien.otelEndpoint" $root }}
+{{- if $otel }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $otel | quote }}
+- name: OTEL_EXPORTER_OTLP_INSECURE
+  value: "true"
+{{- end }}
+{{- range $k, $v := merge (deepCopy (default (dict) .svc.env)) $root.Values.env }}
+- name: {{ $k }}
+  value: {{ $v | toString | quote }}
+{{- end }}
+{{- with .svc.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
