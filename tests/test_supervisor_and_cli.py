@@ -26,6 +26,8 @@ def _children(pid: int) -> dict[str, int]:
         for name in ALL_SERVICES:
             if f"serve {name} " in args:
                 found[name] = int(cpid)
+        if "serve gateway " in args:
+            found["http"] = int(cpid)  # the OpenAI-compatible HTTP gateway is `http=` in the ready line
         if "redis-server" in args:
             found["redis"] = int(cpid)
         if "tansu" in args:
@@ -46,9 +48,9 @@ def _alive(pid: int) -> bool:
 def test_up_restarts_a_crashed_service_and_stops_everything_on_sigterm(models_dir, tmp_path):
     mesh = start_mesh(tmp_path)
     try:
-        assert set(mesh.addrs) == {"redis", "kafka", *ALL_SERVICES}
+        assert set(mesh.addrs) == {"redis", "kafka", "http", *ALL_SERVICES}
         kids = _children(mesh.proc.pid)
-        assert set(kids) == {"redis", "kafka", *ALL_SERVICES}, kids
+        assert set(kids) == {"redis", "kafka", "http", *ALL_SERVICES}, kids
         os.kill(kids["query-embedder"], signal.SIGKILL)
         deadline = time.monotonic() + 120
         restarted = False

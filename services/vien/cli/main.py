@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -16,6 +17,10 @@ class CliError(Exception):
 
 
 def _cmd_serve(ns: argparse.Namespace) -> int:
+    if ns.service == "gateway":  # HTTP (uvicorn), not a gRPC app
+        from vien_gateway.server import serve as serve_http
+
+        return serve_http(port=ns.port, host=ns.host, metrics_port=ns.metrics_port)
     from vien.cli.serve import serve
 
     return serve(ns.service, port=ns.port, host=ns.host, metrics_port=ns.metrics_port)
@@ -137,6 +142,23 @@ def _cmd_stats(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_optimize(ns: argparse.Namespace) -> int:
+    from vien.runtime.config import Settings
+    from vien.store.factory import open_store
+
+    s = Settings.from_env()
+    store = open_store(s.vector_store or f"remote:{ns.store}")
+    try:
+        names = [ns.collection] if ns.collection else sorted(store.collections())
+        for name in names:
+            t0 = time.perf_counter()
+            changed = store.optimize(name)
+            print(json.dumps({"collection": name, "changed": changed, "seconds": round(time.perf_counter() - t0, 2)}))
+    finally:
+        store.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vien.cli.supervisor import mesh_address
 
@@ -146,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run one service in the foreground")
-    s.add_argument("service", choices=["router", "query-embedder", "doc-embedder", "store", "search", "ingest"])
+    s.add_argument("service", choices=["router", "query-embedder", "doc-embedder", "store", "search", "ingest",
+                                       "gateway"])
     s.add_argument("--port", type=int, default=None, help="default: the port of its VIEN_*_ADDR")
     s.add_argument("--host", default=None, help="bind address (default VIEN_HOST or 127.0.0.1)")
     s.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
@@ -206,8 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--kafka", default=kafka_default)
     st.set_defaults(fn=_cmd_stats)
 
+    op = sub.add_parser("optimize", help="build the vector index after a bulk load (Qdrant Edge has no "
+                        "background optimizer; the store answers nothing else meanwhile)")
+    op.add_argument("--collection", default="", help="default: every collection")
+    op.add_argument("--store", default=mesh_address("store", "VIEN_STORE_ADDR", "127.0.0.1:50054"))
+    op.set_defaults(fn=_cmd_optimize)
+
     b = sub.add_parser("bench", help="benchmarks (results go to bench/RESULTS.md)")
-    b.add_argument("what", choices=["query", "langid", "store"])
+    b.add_argument("what", choices=["query", "langid", "store", "ingest", "search", "http"])
     b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
     b.set_defaults(fn=_cmd_bench)

@@ -56,6 +56,18 @@ def grpc_serving(address: str, timeout: float = 0.5) -> bool:
         return False
 
 
+def http_ready(address: str, timeout: float = 0.5) -> bool:
+    """GET /healthz answers 200 (the HTTP gateway: its router is SERVING)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}/healthz", timeout=timeout) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def redis_ready(address: str, timeout: float = 0.5) -> bool:
     host, port = address.rsplit(":", 1)
     try:
@@ -195,7 +207,10 @@ class Supervisor:
                 c.log = None
 
 
-SERVICE_ORDER = ("query-embedder", "doc-embedder", "router", "store", "search", "ingest")
+SERVICE_ORDER = ("query-embedder", "doc-embedder", "router", "store", "search", "ingest", "gateway")
+# Children named otherwise in the ready line, and how their readiness is checked (default: gRPC health).
+CHILD_NAME = {"gateway": "http"}
+READY_CHECK: dict[str, Callable[[str], bool]] = {"gateway": http_ready}
 
 
 def _create_topics(child: Child) -> None:
@@ -236,14 +251,15 @@ def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path
     children.append(Child("kafka", broker.argv(), addr["kafka"], kafka_ready, env={"RUST_LOG": "warn"}, stage=0,
                           on_ready=_create_topics))
     for name in SERVICE_ORDER:
-        children.append(Child(name, [python, "-m", "vien", "serve", name, "--port", str(ports[name]),
-                                     "--host", host], addr[name], grpc_serving, env=dict(env),
+        children.append(Child(CHILD_NAME.get(name, name), [python, "-m", "vien", "serve", name, "--port",
+                                                         str(ports[name]), "--host", host], addr[name],
+                              READY_CHECK.get(name, grpc_serving), env=dict(env),
                               stage=0 if name == "store" else 1))
     return children
 
 
 def assign_ports(host: str, base_port: int, redis_port: int, kafka_port: int) -> dict[str, int]:
-    names = ["router", "query-embedder", "doc-embedder", "store", "search", "ingest"]
+    names = ["router", "query-embedder", "doc-embedder", "store", "search", "ingest", "gateway"]
     ports = {n: free_port(host) if base_port == 0 else base_port + i for i, n in enumerate(names)}
     ports["redis"] = redis_port or free_port(host)
     ports["kafka"] = kafka_port or free_port(host)

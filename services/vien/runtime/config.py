@@ -130,12 +130,40 @@ class LimitsConfig(_Strict):
     max_text_chars: int = Field(default=100000, ge=1)
 
 
+class ApiKeyConfig(_Strict):
+    """One bearer key of the OpenAI-compatible HTTP gateway and the tenant it stands for."""
+
+    tenant: str = Field(min_length=1)
+    key_env: str | None = None   # environment variable holding the key (preferred)
+    key: str | None = None       # the key itself (keep such a file private)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeyConfig:
+        if (self.key_env is None) == (self.key is None):
+            raise ValueError("set exactly one of key_env and key")
+        if self.key is not None and not self.key.strip():
+            raise ValueError("key must not be empty")
+        return self
+
+
+class OpenAIConfig(_Strict):
+    """The OpenAI-compatible HTTP gateway (`vien serve gateway`): model names and API keys."""
+
+    # OpenAI model name -> profile, e.g. text-embedding-3-small: e5-small. Profile names work as-is.
+    aliases: dict[str, str] = Field(default_factory=dict)
+    # Bearer keys (more from VIEN_API_KEYS="tenant:key,..."); none at all = the endpoint is open.
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+    # Profiles answered with float arrays only: encoding_format=base64 is refused for them.
+    float_only: list[str] = Field(default_factory=list)
+
+
 class VienConfig(_Strict):
     version: Literal[1] = 1
     encoders: dict[str, EncoderConfig]
     profiles: dict[str, ProfileConfig]
     routing: RoutingConfig
     limits: LimitsConfig = LimitsConfig()
+    openai: OpenAIConfig = OpenAIConfig()
 
     @model_validator(mode="after")
     def _references(self) -> VienConfig:
@@ -153,6 +181,14 @@ class VienConfig(_Strict):
         for where, prof in targets.items():
             if prof not in self.profiles:
                 raise ValueError(f"{where}: unknown profile {prof!r} (known: {sorted(self.profiles)})")
+        for alias, prof in self.openai.aliases.items():
+            if prof not in self.profiles:
+                raise ValueError(f"openai.aliases.{alias}: unknown profile {prof!r} (known: {sorted(self.profiles)})")
+            if alias in self.profiles and alias != prof:
+                raise ValueError(f"openai.aliases.{alias}: a profile has this name; an alias must not shadow it")
+        for i, prof in enumerate(self.openai.float_only):
+            if prof not in self.profiles:
+                raise ValueError(f"openai.float_only[{i}]: unknown profile {prof!r} (known: {sorted(self.profiles)})")
         return self
 
     def profile(self, name: str) -> ProfileConfig:
@@ -216,6 +252,7 @@ class Settings:
     store_addr: str = "127.0.0.1:50054"
     search_addr: str = "127.0.0.1:50055"
     ingest_addr: str = "127.0.0.1:50056"
+    http_addr: str = "127.0.0.1:50057"   # the OpenAI-compatible HTTP gateway
     # search and ingest: "remote:host:port" (the local store service), "qdrant:http://host:6334", "edge:/dir"
     vector_store: str = ""
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -242,6 +279,7 @@ class Settings:
             store_addr=env.get("VIEN_STORE_ADDR", d.store_addr),
             search_addr=env.get("VIEN_SEARCH_ADDR", d.search_addr),
             ingest_addr=env.get("VIEN_INGEST_ADDR", d.ingest_addr),
+            http_addr=env.get("VIEN_HTTP_ADDR", d.http_addr),
             vector_store=env.get("VIEN_VECTOR_STORE", d.vector_store),
             kafka_bootstrap=env.get("VIEN_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
             documents_topic=env.get("VIEN_DOCUMENTS_TOPIC", d.documents_topic),

@@ -37,6 +37,8 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("store", "vien_store.grpc_app:StoreApp", "store_addr", "VIEN_STORE_ADDR"),
         ServiceSpec("search", "vien_search.grpc_app:SearchApp", "search_addr", "VIEN_SEARCH_ADDR"),
         ServiceSpec("ingest", "vien_ingest.grpc_app:IngestApp", "ingest_addr", "VIEN_INGEST_ADDR"),
+        # HTTP, not gRPC: `vien serve gateway` runs vien_gateway.server.serve (uvicorn), not run_app.
+        ServiceSpec("gateway", "vien_gateway.app:GatewayApp", "http_addr", "VIEN_HTTP_ADDR"),
     )
 }
 

@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP gateway in front of the router (`POST /v1/embeddings`, `GET /v1/models`)."""

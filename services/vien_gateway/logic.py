@@ -1,0 +1,312 @@
+"""The OpenAI embeddings API without HTTP: validate a request body, map it onto the router's Embed
+call, shape answers and errors the way OpenAI does, and check bearer keys.
+
+Everything here is plain Python over dicts and bytes, so it is tested without a server; `app.py` is
+the thin ASGI layer around it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from vien.embedding.requests import check_texts, resolve_dims
+from vien.runtime.config import ConfigError, VienConfig
+from vien.runtime.errors import InvalidArgument
+
+QUERY, DOCUMENT = "query", "document"
+DEFAULT_TIMEOUT_S = 30.0
+KNOWN_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user", "vien_kind", "vien_truncate"})
+INVALID = "invalid_request_error"
+
+
+class ApiError(Exception):
+    """An OpenAI-shaped error: HTTP status plus {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, type: str = INVALID, param: str | None = None,
+                 code: str | None = None, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.retry_after_ms = retry_after_ms
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> list[tuple[str, str]]:
+        if self.retry_after_ms is None:
+            return []
+        return [("retry-after", str(max(1, math.ceil(self.retry_after_ms / 1000)))),
+                ("retry-after-ms", str(self.retry_after_ms))]
+
+
+def _bad(param: str | None, message: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object" if isinstance(v, dict) else type(v).__name__
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class EmbedCall:
+    """What the router is asked for one `POST /v1/embeddings`."""
+
+    model: str            # as the client named it; echoed back in the answer
+    profile: str
+    texts: list[str]
+    dimensions: int       # 0 = the profile's default
+    encoding_format: str  # float | base64
+    kind: str             # query | document
+    strict: bool          # reject texts over the token limit (OpenAI's behaviour) instead of truncating
+    user: str | None
+    single: bool = False  # `input` was one string (errors name `input`, not `input[0]`)
+
+
+def resolve_model(config: VienConfig, model: str) -> str:
+    """A profile name or an alias (config `openai.aliases`) -> the profile; 404 like OpenAI otherwise."""
+    if model in config.profiles:
+        return model
+    profile = config.openai.aliases.get(model)
+    if profile is None:
+        known = ", ".join(model_ids(config))
+        raise ApiError(404, f"model: the model {model!r} does not exist (known: {known})", param="model",
+                       code="model_not_found")
+    return profile
+
+
+def model_ids(config: VienConfig) -> list[str]:
+    return sorted(set(config.profiles) | set(config.openai.aliases))
+
+
+def _texts(value: Any, config: VienConfig) -> list[str]:
+    if value is None:
+        raise _bad("input", "input: this field is required (a string or an array of strings)", "missing_required")
+    if isinstance(value, str):
+        try:
+            return check_texts([value], config.limits, field="input")
+        except InvalidArgument as exc:  # one string: name `input`, not `input[0]`
+            raise _bad("input", "input" + exc.message[len("input[0]"):]) from None
+    if not isinstance(value, list):
+        raise _bad("input", f"input: expected a string or an array of strings, got {_json_type(value)}",
+                   "invalid_type")
+    if (value and all(_is_int(x) for x in value)) or any(isinstance(x, list) for x in value):
+        raise _bad("input", "input: token arrays are not supported; vien tokenizes with each profile's own "
+                            "tokenizer, so send the text itself (a string or an array of strings)",
+                   "unsupported_input")
+    for i, x in enumerate(value):
+        if not isinstance(x, str):
+            raise _bad(f"input[{i}]", f"input[{i}]: expected a string, got {_json_type(x)}", "invalid_type")
+    try:
+        return check_texts(value, config.limits, field="input")
+    except InvalidArgument as exc:
+        raise _bad(exc.field, exc.message) from None
+
+
+def parse_embeddings_request(body: Any, config: VienConfig) -> EmbedCall:
+    """Validate a decoded JSON body; every failure is a 400/404 ApiError naming the parameter."""
+    if not isinstance(body, dict):
+        raise _bad(None, f"request body: expected a JSON object, got {_json_type(body)}", "invalid_type")
+    for name in body:
+        if name not in KNOWN_FIELDS:
+            raise _bad(name, f"Unrecognized request argument supplied: {name}", "unknown_parameter")
+    model = body.get("model")
+    if model is None:
+        raise _bad("model", "model: this field is required", "missing_required")
+    if not isinstance(model, str):
+        raise _bad("model", f"model: expected a string, got {_json_type(model)}", "invalid_type")
+    profile = resolve_model(config, model)
+    texts = _texts(body.get("input"), config)
+
+    dims = body.get("dimensions")
+    if dims is None:
+        dims = 0
+    elif not _is_int(dims):
+        raise _bad("dimensions", f"dimensions: expected an integer, got {_json_type(dims)}", "invalid_type")
+    elif dims < 1:
+        raise _bad("dimensions", f"dimensions: must be a positive integer, got {dims}")
+    else:
+        try:
+            resolve_dims(profile, config.profiles[profile], dims)
+        except InvalidArgument as exc:
+            raise _bad("dimensions", exc.message) from None
+
+    fmt = body.get("encoding_format")
+    if fmt is None:
+        fmt = "float"
+    elif fmt not in ("float", "base64"):
+        shown = repr(fmt) if isinstance(fmt, str) else _json_type(fmt)
+        raise _bad("encoding_format", f"encoding_format: must be 'float' or 'base64', got {shown}")
+    if fmt == "base64" and profile in config.openai.float_only:
+        raise _bad("encoding_format", f"encoding_format: 'base64' is not available for model {model!r} (profile "
+                                      f"{profile!r} is float-only); ask for encoding_format='float'",
+                   "unsupported_encoding_format")
+
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _bad("user", f"user: expected a string, got {_json_type(user)}", "invalid_type")
+    kind = body.get("vien_kind")
+    if kind is None:
+        kind = QUERY
+    elif kind not in (QUERY, DOCUMENT):
+        shown = repr(kind) if isinstance(kind, str) else _json_type(kind)
+        raise _bad("vien_kind", f"vien_kind: must be 'query' or 'document', got {shown}")
+    truncate = body.get("vien_truncate")
+    if truncate is not None and not isinstance(truncate, bool):
+        raise _bad("vien_truncate", f"vien_truncate: expected a boolean, got {_json_type(truncate)}",
+                   "invalid_type")
+    return EmbedCall(model, profile, texts, dims, fmt, kind, strict=not truncate, user=user,
+                     single=isinstance(body.get("input"), str))
+
+
+def embeddings_response(model: str, vectors: Sequence[bytes], prompt_tokens: int, encoding_format: str) -> bytes:
+    """OpenAI's answer as JSON bytes. Vectors are packed little-endian float32, as the router sends them;
+    base64 is those very bytes (what the openai SDK decodes), float is the same float32 values."""
+    if encoding_format == "base64":
+        data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(v).decode("ascii")}
+                for i, v in enumerate(vectors)]
+    else:
+        data = [{"object": "embedding", "index": i, "embedding": np.frombuffer(v, dtype="<f4")}
+                for i, v in enumerate(vectors)]
+    return orjson.dumps(
+        {"object": "list", "data": data, "model": model,
+         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def model_object(config: VienConfig, model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "vien",
+            "vien_profile": resolve_model(config, model_id)}
+
+
+def models_list(config: VienConfig) -> dict[str, Any]:
+    return {"object": "list", "data": [model_object(config, m) for m in model_ids(config)]}
+
+
+# gRPC status of the router -> HTTP. INVALID_ARGUMENT messages start with the field ("texts[1]: ..."),
+# renamed here to the OpenAI parameter it came from.
+_FIELD_RE = re.compile(r"^(texts|profile|dimensions|kind)(\[\d+\])?: ")
+_PARAM_OF = {"texts": "input", "profile": "model", "dimensions": "dimensions", "kind": "vien_kind"}
+_STATUS = {
+    "UNAUTHENTICATED": (401, INVALID, "invalid_api_key"),
+    "PERMISSION_DENIED": (403, "permission_error", "permission_denied"),
+    "NOT_FOUND": (404, INVALID, "not_found"),
+    "RESOURCE_EXHAUSTED": (429, "rate_limit_error", "rate_limit_exceeded"),
+    "UNAVAILABLE": (503, "server_error", "service_unavailable"),
+    "FAILED_PRECONDITION": (503, "server_error", "service_unavailable"),
+    "CANCELLED": (503, "server_error", "cancelled"),
+    "DEADLINE_EXCEEDED": (504, "server_error", "timeout"),
+}
+
+
+def error_from_status(code: str, details: str, retry_after_ms: int | None = None,
+                      single_input: bool = False) -> ApiError:
+    """Map a router status (its name, e.g. "INVALID_ARGUMENT") and message onto an OpenAI error."""
+    if code in ("INVALID_ARGUMENT", "OUT_OF_RANGE"):
+        m = _FIELD_RE.match(details)
+        if not m:
+            return _bad(None, details)
+        index = "" if single_input and m.group(2) == "[0]" else (m.group(2) or "")
+        param = _PARAM_OF[m.group(1)] + index
+        rest = details[m.end():]
+        message = f"{param}: {rest}"
+        if "(strict mode)" in rest:
+            message += "; send \"vien_truncate\": true to truncate such texts instead"
+        return _bad(param, message, "context_length_exceeded" if "tokens exceeds" in rest else "invalid_value")
+    status, type_, err_code = _STATUS.get(code, (502, "server_error", "upstream_error"))
+    if status == 429:
+        return ApiError(429, f"overloaded, retry later: {details}", type_, None, err_code, retry_after_ms or 1000)
+    if status == 504:
+        details = f"the router did not answer in time ({details})"
+    elif status >= 500:
+        details = f"router: {code}: {details}"
+    return ApiError(status, details, type_, None, err_code)
+
+
+def parse_api_keys(raw: str) -> list[tuple[str, str]]:
+    """VIEN_API_KEYS="tenant:key,tenant2:key2" -> [(tenant, key)]; a bare key belongs to tenant 'default'."""
+    out = []
+    for i, item in enumerate(x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        tenant, sep, key = item.partition(":")
+        if not sep:
+            tenant, key = "default", item
+        if not tenant.strip() or not key.strip():
+            raise ConfigError(f"environment VIEN_API_KEYS item {i}: expected tenant:key")
+        out.append((tenant.strip(), key.strip()))
+    return out
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def load_api_keys(config: VienConfig, environ: Mapping[str, str]) -> dict[bytes, str]:
+    """sha256(key) -> tenant, from config `openai.api_keys` and VIEN_API_KEYS. Empty = open endpoint."""
+    keys: dict[bytes, str] = {}
+    for i, k in enumerate(config.openai.api_keys):
+        key = k.key
+        if k.key_env is not None:
+            key = environ.get(k.key_env, "").strip()
+            if not key:
+                raise ConfigError(f"openai.api_keys[{i}].key_env: environment variable {k.key_env} is not set")
+        assert key is not None
+        keys[_digest(key)] = k.tenant
+    for tenant, key in parse_api_keys(environ.get("VIEN_API_KEYS", "")):
+        keys[_digest(key)] = tenant
+    return keys
+
+
+def authenticate(keys: Mapping[bytes, str], authorization: str | None) -> str:
+    """The tenant of `Authorization: Bearer <key>` ("" when no keys are configured: open endpoint)."""
+    if not keys:
+        return ""
+    if not authorization:
+        raise ApiError(401, "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+                       code="missing_api_key")
+    scheme, _, key = authorization.strip().partition(" ")
+    tenant = keys.get(_digest(key.strip())) if scheme.lower() == "bearer" else None
+    if tenant is None:
+        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+    return tenant
+
+
+def request_timeout(header: str | None, default: float = DEFAULT_TIMEOUT_S) -> float:
+    """The client's own timeout (the openai SDK sends x-stainless-read-timeout), capped at `default`."""
+    if header:
+        try:
+            t = float(header)
+        except ValueError:
+            return default
+        if t > 0 and math.isfinite(t):
+            return min(t, default)
+    return default
