@@ -28,6 +28,7 @@ def test_cache_hit_and_redis_outage_do_not_fail_requests(settings, redis_server)
         try:
             assert qe.cache.up
             a = await qe.encode(["phí trước bạ xe máy"], "e5-small")
+            await qe.drain()  # cache writes happen after the reply
             b = await qe.encode(["phí trước bạ xe máy"], "e5-small")
             assert not a.items[0].cache_hit and b.items[0].cache_hit
             assert np.array_equal(a.items[0].vector, b.items[0].vector)
@@ -42,6 +43,7 @@ def test_cache_hit_and_redis_outage_do_not_fail_requests(settings, redis_server)
             redis_server.start()  # same port, empty
             await asyncio.sleep(0.3)
             await qe.encode(["thuế thu nhập cá nhân"], "e5-small")
+            await qe.drain()
             d = await qe.encode(["thuế thu nhập cá nhân"], "e5-small")
             assert qe.cache.up and d.items[0].cache_hit and CACHE_UP._value.get() == 1
         finally:
@@ -108,6 +110,7 @@ def test_strict_mode_names_the_callers_index_even_after_cache_hits(settings, red
         await qe.start()
         try:
             await qe.encode(["đã có trong cache"], "e5-small")
+            await qe.drain()
             with pytest.raises(InvalidArgument) as err:
                 await qe.encode(["đã có trong cache", "dài " * 800], "e5-small", strict=True)
             assert err.value.field == "texts[1]"

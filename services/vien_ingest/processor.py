@@ -62,6 +62,7 @@ class BatchOutcome:
     chunks: int = 0
     tokens: int = 0
     dead: list[tuple[Record, str, str]] = field(default_factory=list)  # record, reason, code
+    stage_s: dict[str, float] = field(default_factory=dict)  # lookup, chunk, embed, write
 
 
 @dataclass
@@ -80,13 +81,14 @@ class _Doc:
 class IngestProcessor:
     def __init__(self, config: VienConfig, store: VectorStore, encoder: DocEncoder,
                  counters: dict[str, CountTokens], detect: Callable[[str], str],
-                 overlap_tokens: int = 32, concurrency: int = 16) -> None:
+                 overlap_tokens: int = 32, concurrency: int = 3, request_texts: int = 64) -> None:
         self.config = config
         self.store = store
         self.encoder = encoder
         self.counters = counters          # profile -> token counter of its document side
         self.detect = detect
         self.overlap_tokens = overlap_tokens
+        self.request_texts = request_texts
         self._sem = asyncio.Semaphore(concurrency)
         self._lookups = asyncio.Semaphore(32)
         self._ensured: set[str] = set()
@@ -133,17 +135,58 @@ class IngestProcessor:
         async with self._lookups:
             return await coro
 
-    async def _embed(self, doc: _Doc, batch: int = 64) -> None:
-        async with self._sem:
-            ctx = extract_context(doc.record.headers)
-            with tracer.start_as_current_span("ingest.embed", context=ctx) as span:
-                span.set_attribute("vien.doc_id", doc.event.doc_id)
-                span.set_attribute("vien.profile", doc.profile)
-                span.set_attribute("vien.chunks", len(doc.chunks))
-                vecs: list[np.ndarray] = []
-                for i in range(0, len(doc.chunks), batch):
-                    vecs.extend(await self.encoder.encode(doc.chunks[i:i + batch], doc.profile))
-                doc.vectors = vecs
+    @staticmethod
+    def _rejected(r: BaseException) -> bool:
+        # Only a rejection of the text itself is permanent. FAILED_PRECONDITION (e.g. a failed space
+        # guard) is the service's state, not the event's: retried like an outage, never dead-lettered.
+        return isinstance(r, InvalidArgument) or (isinstance(r, UpstreamError) and r.code.name == "INVALID_ARGUMENT")
+
+    async def _embed_docs(self, docs: list[_Doc], out: BatchOutcome) -> list[_Doc]:
+        """Embed every chunk of `docs`; returns the docs that were rejected (dead-lettered).
+
+        Chunks of all documents are pooled per profile, sorted by length and sent `request_texts` at a
+        time, so the doc-embedder gets full, evenly padded batches instead of one small request per
+        document (measured: that left a third of its throughput on the table).
+        """
+        by_profile: dict[str, list[tuple[_Doc, int]]] = {}
+        for d in docs:
+            d.vectors = [np.empty(0, np.float32)] * len(d.chunks)
+            by_profile.setdefault(d.profile, []).extend((d, i) for i in range(len(d.chunks)))
+        requests: list[tuple[str, list[tuple[_Doc, int]]]] = []
+        for profile, items in by_profile.items():
+            items.sort(key=lambda x: len(x[0].chunks[x[1]]))
+            requests += [(profile, items[i:i + self.request_texts]) for i in range(0, len(items), self.request_texts)]
+
+        async def send(profile: str, items: list[tuple[_Doc, int]]) -> None:
+            async with self._sem:
+                links = [trace.Link(trace.get_current_span(extract_context(d.record.headers)).get_span_context())
+                         for d in {id(d): d for d, _ in items}.values()]
+                with tracer.start_as_current_span("ingest.embed", links=links) as span:
+                    span.set_attribute("vien.profile", profile)
+                    span.set_attribute("vien.batch_size", len(items))
+                    vecs = await self.encoder.encode([d.chunks[i] for d, i in items], profile)
+                    for (d, i), v in zip(items, vecs, strict=True):
+                        d.vectors[i] = v
+
+        results = await asyncio.gather(*(send(p, items) for p, items in requests), return_exceptions=True)
+        failed: set[int] = set()
+        for (_, items), r in zip(requests, results, strict=True):
+            if isinstance(r, BaseException):
+                if not self._rejected(r):
+                    raise r  # transient: the caller backs off and retries the batch, nothing committed
+                failed.update(id(d) for d, _ in items)
+        rejected: list[_Doc] = []
+        # A rejected request may mix good and bad documents: embed its documents one by one to find the bad.
+        for d in [d for d in docs if id(d) in failed]:
+            try:
+                d.vectors = await self.encoder.encode(d.chunks, d.profile)
+            except Exception as exc:
+                if not self._rejected(exc):
+                    raise
+                assert isinstance(exc, InvalidArgument | UpstreamError)
+                out.dead.append((d.record, f"embedding rejected: {exc.message}", "embedding_rejected"))
+                rejected.append(d)
+        return rejected
 
     # ------------------------------------------------------------------ the batch
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
@@ -165,6 +208,7 @@ class IngestProcessor:
         docs = list(latest.values())
         todo: list[_Doc] = []
         # Store lookups run concurrently: done one by one they left the embedder idle between batches.
+        t0 = time.perf_counter()
         states = await asyncio.gather(*(self._bounded(self._stored_state(d)) for d in docs))
         for doc, (version, stored_hash, n_stored, collection) in zip(docs, states, strict=True):
             ev = doc.event
@@ -195,21 +239,15 @@ class IngestProcessor:
                 continue
             todo.append(doc)
 
-        embed = [d for d in todo if d.event.op == UPSERT]
-        results = await asyncio.gather(*(self._embed(d) for d in embed), return_exceptions=True)
-        for d, r in zip(embed, results, strict=True):
-            # Only a rejection of the text itself is permanent. FAILED_PRECONDITION (e.g. a failed space
-            # guard) is the service's state, not the event's: retried like an outage, never dead-lettered.
-            rejected = isinstance(r, InvalidArgument) or (
-                isinstance(r, UpstreamError) and r.code.name == "INVALID_ARGUMENT")
-            if rejected:
-                assert isinstance(r, InvalidArgument | UpstreamError)
-                out.dead.append((d.record, f"embedding rejected: {r.message}", "embedding_rejected"))
-                todo.remove(d)
-            elif isinstance(r, BaseException):
-                raise r  # transient: the caller backs off and retries the batch, nothing committed
+        out.stage_s["prepare"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for d in await self._embed_docs([d for d in todo if d.event.op == UPSERT], out):
+            todo.remove(d)
+        out.stage_s["embed"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
 
         await self._write(todo, out)
+        out.stage_s["write"] = time.perf_counter() - t0
         return out
 
     async def _write(self, docs: list[_Doc], out: BatchOutcome) -> None:

@@ -117,6 +117,7 @@ class IngestWorker:
             INGEST_EVENTS.labels("deleted").inc(outcome.deleted_docs)
             INGEST_EVENTS.labels("stale").inc(outcome.stale)
             INGEST_EVENTS.labels("unchanged").inc(outcome.unchanged)
-            log.info("committed %d events: %d upserted (%d chunks), %d deleted, %d stale, %d unchanged, %d dead",
+            stages = " ".join(f"{k}={v:.2f}s" for k, v in outcome.stage_s.items())
+            log.info("committed %d events: %d upserted (%d chunks), %d deleted, %d stale, %d unchanged, %d dead; %s",
                      len(records), outcome.upserted_docs, outcome.chunks, outcome.deleted_docs, outcome.stale,
-                     outcome.unchanged, len(outcome.dead))
+                     outcome.unchanged, len(outcome.dead), stages)

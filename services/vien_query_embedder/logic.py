@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class QueryEmbedder:
         self._loader = loader
         self.encoders: dict[str, TextEncoder] = {}
         self.batchers: dict[str, Batcher] = {}
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         names = sorted({p.query_encoder for p in self.config.profiles.values()})
@@ -70,7 +72,18 @@ class QueryEmbedder:
                 raise ValueError(f"profiles.{pname}.dims: {p.dims} but encoder {p.query_encoder!r} outputs {enc.dims}")
         await self.cache.ping()
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._writes.add(task)  # keep a reference until done (asyncio holds tasks weakly)
+        task.add_done_callback(self._writes.discard)
+
+    async def drain(self) -> None:
+        """Wait for the cache writes still in flight."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
     async def close(self) -> None:
+        await self.drain()
         for b in self.batchers.values():
             await b.close()
         await self.cache.close()
@@ -111,7 +124,8 @@ class QueryEmbedder:
             fresh = [CachedVector(v, p.token_count, p.truncated) for v, p in zip(vectors, prepared, strict=True)]
             for i, entry in zip(miss, fresh, strict=True):
                 cached[i] = entry
-            await self.cache.set_many([(keys[i], e) for i, e in zip(miss, fresh, strict=True)])
+            # Written after the reply is on its way: the caller does not wait for Redis.
+            self._spawn(self.cache.set_many([(keys[i], e) for i, e in zip(miss, fresh, strict=True)]))
             TOKENS.labels("query-embedder", pname).inc(sum(p.token_count for p in prepared))
         TEXTS.labels("query-embedder", pname).inc(len(texts))
 

@@ -89,10 +89,14 @@ class Router:
         if name:
             self._identity[profile] = (name, revision, time.monotonic())
 
+    def _identity_fresh(self, profile: str) -> bool:
+        ident = self._identity.get(profile)
+        return self.cache is not None and ident is not None and time.monotonic() - ident[2] <= IDENTITY_TTL_S
+
     async def _from_cache(self, profile: str, texts: list[str], dimensions: int, strict: bool) -> Encoded | None:
         """All texts of this group from the cache, or None (then the embedder answers the whole group)."""
         ident = self._identity.get(profile)
-        if self.cache is None or ident is None or time.monotonic() - ident[2] > IDENTITY_TTL_S:
+        if self.cache is None or ident is None:
             return None
         prof = self.config.profiles[profile]
         variant = self.config.encoders[prof.query_encoder].variant
@@ -138,12 +142,14 @@ class Router:
 
         async def call(pname: str, idx: list[int]) -> tuple[str, list[int], Encoded]:
             group = [texts[i] for i in idx]
-            if kind == QUERY and not bypass_cache:
+            skip_lookup = bypass_cache
+            if kind == QUERY and not bypass_cache and self._identity_fresh(pname):
                 cached = await self._from_cache(pname, group, dimensions, strict)
                 if cached is not None:
                     return pname, idx, cached
+                skip_lookup = True  # looked up here already: the embedder only computes and writes
             try:
-                enc = await client.encode(group, pname, dimensions, strict, bypass_cache, timeout)
+                enc = await client.encode(group, pname, dimensions, strict, skip_lookup, timeout)
             except UpstreamError as exc:
                 raise UpstreamError(exc.code, _remap_field(exc.message, idx)) from None
             if kind == QUERY:
