@@ -19,12 +19,14 @@ CRD_KINDS = render_mod.CRD_KINDS
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 # chart values key -> `vien serve` name
 SERVICE_KEYS = {"router": "router", "queryEmbedder": "query-embedder", "docEmbedder": "doc-embedder",
-                "search": "search", "ingest": "ingest", "store": "store"}
+                "search": "search", "ingest": "ingest", "store": "store", "gateway": "gateway"}
 
 
-# The gRPC services the chart deploys (`vien serve NAME`, grpc.health.v1 probes). The HTTP gateway being
-# added to the registry is not in the chart yet.
+# Every service the chart deploys (`vien serve NAME`): the gRPC ones (grpc.health.v1 probes) and the
+# OpenAI-compatible HTTP gateway (uvicorn, httpGet probes on /healthz).
 CHART_SERVICES = frozenset(SERVICE_KEYS.values())
+HTTP_SERVICES = frozenset({"gateway"})
+GRPC_SERVICES = CHART_SERVICES - HTTP_SERVICES
 
 
 def values(name: str) -> dict[str, Any]:

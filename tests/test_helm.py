@@ -20,6 +20,8 @@ import yaml
 from helm_fixtures import (
     CHART_SERVICES,
     CRD_KINDS,
+    GRPC_SERVICES,
+    HTTP_SERVICES,
     KUBE_VERSIONS,
     ROOT,
     SERVICE_KEYS,
@@ -90,14 +92,18 @@ def test_every_service_has_its_objects_and_grpc_health_probes(variant):
     assert set(deployments) == CHART_SERVICES - {"store"}
     for name, dep in deployments.items():
         c = pod_spec(dep)["containers"][0]
-        port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+        proto = "http" if name in HTTP_SERVICES else "grpc"
+        port = next(p["containerPort"] for p in c["ports"] if p["name"] == proto)
         assert c["command"][:3] == ["vien", "serve", name]
         assert c["command"][c["command"].index("--port") + 1] == str(port)
+        assert c["command"][c["command"].index("--host") + 1] == "0.0.0.0"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if name in HTTP_SERVICES:
+                continue   # test_gateway_is_http_with_healthz_probes
             assert c[probe]["grpc"]["port"] == port, f"{name}: {probe} is not a grpc.health.v1 probe on {port}"
             assert c[probe].get("grpc", {}).get("service", "") == ""   # overall health of the server
         svc = one(objs, "Service", dep["metadata"]["name"])
-        assert {"name": "grpc", "port": port}.items() <= svc["spec"]["ports"][0].items()
+        assert {"name": proto, "port": port}.items() <= svc["spec"]["ports"][0].items()
         assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
         sa = one(objs, "ServiceAccount", dep["metadata"]["name"])
         assert pod_spec(dep)["serviceAccountName"] == sa["metadata"]["name"]
@@ -265,7 +271,7 @@ def values_default_profiles() -> str:
 def test_no_secret_in_plain_env(variant):
     vals = values(variant)
     marker = {"vllmApiKey": "sk-vllm-4f1c", "qdrantApiKey": "qd-9a7e", "hfToken": "hf_c0ffee",
-              "redisUrl": "redis://:pw-77@r:6379/0"}
+              "redisUrl": "redis://:pw-77@r:6379/0", "gatewayApiKeys": "acme:sk-gw-5e11,beta:sk-gw-6a22"}
     vals = render_mod.deep_merge(vals, {"secrets": {"create": True, "existingSecret": "", "values": marker}})
     objs = render_objects(vals)
     secret = one(objs, "Secret", "vien-secrets")
@@ -400,6 +406,179 @@ def test_store_is_the_fallback_without_qdrant():
         render_mod.render({"qdrant": {"enabled": False}})
 
 
+# ---------- the OpenAI-compatible HTTP gateway ----------
+
+def _gateway(objs) -> tuple[dict, dict]:
+    dep = vien_deployments(objs)["gateway"]
+    return dep, pod_spec(dep)["containers"][0]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gateway_is_http_with_healthz_probes(variant):
+    objs = rendered(variant)
+    dep, c = _gateway(objs)
+    port = values(variant).get("services", {}).get("gateway", {}).get("port", 50057)
+    assert c["command"] == ["vien", "serve", "gateway", "--host", "0.0.0.0", "--port", str(port)]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]}["http"] == port
+    assert "grpc" not in {p["name"] for p in c["ports"]}
+    for probe in ("startupProbe", "readinessProbe"):
+        assert "grpc" not in c[probe], f"gateway: {probe} is a gRPC probe; the gateway speaks HTTP"
+        get = c[probe].get("httpGet")
+        assert get and get["path"] == "/healthz", f"gateway: {probe} is not an HTTP probe on /healthz"
+        assert get["port"] in ("http", port)
+    # liveness must not follow the router (a router outage would otherwise restart every gateway)
+    assert c["livenessProbe"].get("tcpSocket", {}).get("port") in ("http", port), c["livenessProbe"]
+    sp = c["startupProbe"]
+    assert sp["periodSeconds"] * sp["failureThreshold"] >= 120   # the router comes up first
+    env = env_of(c)
+    assert env["VIEN_ROUTER_ADDR"]["value"] == "vien-router:50051"
+    assert env["VIEN_HTTP_ADDR"]["value"].rsplit(":", 1)[1] == str(port)
+    assert "initContainers" not in pod_spec(dep)                  # no models: it only calls the router
+    svc = one(objs, "Service", "vien-gateway")
+    http = next(p for p in svc["spec"]["ports"] if p["name"] == "http")
+    assert http["port"] == port and http["targetPort"] == "http" and http["appProtocol"] == "http"
+    if variant == "gpu":   # it has metrics (vien_http_requests_total): scraped like the others
+        mon = one(objs, "ServiceMonitor", "vien-gateway")
+        assert mon["spec"]["endpoints"][0]["port"] == "metrics"
+    assert not find(objs, "Ingress")   # off by default
+
+
+def _admits(policy: dict, component: str | None, port: int) -> bool:
+    """Does an ingress rule of `policy` let pods of `component` (None: any pod) reach `port`?"""
+    for rule in policy["spec"].get("ingress", []):
+        if not any(p.get("port") == port for p in rule.get("ports", [])):
+            continue
+        if "from" not in rule:
+            return True
+        for peer in rule["from"]:
+            labels = peer.get("podSelector", {}).get("matchLabels", {})
+            if "namespaceSelector" not in peer and labels.get("app.kubernetes.io/component") == component:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("router_policy", [{}, {"allowAll": False, "from": ["search"]},
+                                           {"allowAll": False, "from": []}])
+def test_router_network_policy_admits_the_gateway(router_policy):
+    vals = render_mod.deep_merge(values("gpu"), {"services": {"router": {"networkPolicy": router_policy}}})
+    objs = render_objects(vals)
+    router = one(objs, "NetworkPolicy", "vien-router")
+    assert _admits(router, "gateway", 50051), f"router NetworkPolicy {router_policy} shuts out the gateway"
+    if router_policy:
+        assert not _admits(router, None, 50051)            # closed: only the listed peers (+ gateway)
+        assert not _admits(router, "query-embedder", 50051)
+        assert _admits(router, "search", 50051) == ("search" in router_policy["from"])
+
+
+def test_a_closed_router_without_the_gateway_stays_closed():
+    objs = render_objects({"services": {"gateway": {"enabled": False},
+                                        "router": {"networkPolicy": {"allowAll": False, "from": []}}}})
+    assert not find(objs, "Deployment", "vien-gateway")
+    assert not _admits(one(objs, "NetworkPolicy", "vien-router"), "gateway", 50051)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gateway_network_policy_open_ingress_egress_to_the_router_only(variant):
+    objs = rendered(variant)
+    pol = one(objs, "NetworkPolicy", "vien-gateway")
+    assert set(pol["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert _admits(pol, None, 50057)                       # any client by default
+    allowed = set()
+    extra = values(variant).get("services", {}).get("gateway", {}).get("networkPolicy", {}).get("egress", [])
+    rules = pol["spec"]["egress"]
+    assert rules[len(rules) - len(extra):] == extra   # the configured extra rules, verbatim, last
+    for rule in rules[:len(rules) - len(extra)]:
+        ports = {(p["port"], p.get("protocol", "TCP")) for p in rule["ports"]}
+        if "to" not in rule:
+            assert ports <= {(53, "UDP"), (53, "TCP")}, f"egress to anywhere beyond DNS: {rule}"
+            allowed.add("dns")
+            continue
+        for peer in rule["to"]:
+            comp = peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            allowed.add(comp)
+            assert "namespaceSelector" not in peer
+            assert ports == {(50051, "TCP")} if comp == "router" else ports == {(4317, "TCP")}
+    otel = values(variant).get("otelCollector", {}).get("enabled", True)
+    assert allowed == {"router", "dns"} | ({"otel-collector"} if otel else set())
+    # closed: only the listed peers (an ingress controller's namespace) reach the HTTP port
+    ingress_ns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    closed = render_objects({"services": {"gateway": {"networkPolicy": {"allowAll": False, "from": ["search"],
+                                                                        "ingressFrom": [ingress_ns]}}}})
+    pol = one(closed, "NetworkPolicy", "vien-gateway")
+    assert not _admits(pol, None, 50057) and _admits(pol, "search", 50057)
+    assert any(ingress_ns in r.get("from", []) and r["ports"][0]["port"] == 50057 for r in pol["spec"]["ingress"])
+
+
+def test_gateway_ingress_is_optional_and_targets_the_http_port():
+    objs = render_objects({"services": {"gateway": {"ingress": {
+        "enabled": True, "className": "nginx",
+        "hosts": [{"host": "embed.example.com", "paths": [{"path": "/v1", "pathType": "Prefix"}]}],
+        "tls": [{"secretName": "embed-tls", "hosts": ["embed.example.com"]}]}}}})
+    ing = one(objs, "Ingress", "vien-gateway")
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    rule = ing["spec"]["rules"][0]
+    assert rule["host"] == "embed.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == "vien-gateway" and backend["port"] == {"name": "http"}
+    assert render_mod.validate(objs, KUBE_VERSIONS[-1]) == []
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gateway_api_keys_come_from_secrets_never_plain_env(variant):
+    combined = "acme:sk-gw-0b5e,beta:sk-gw-77c1"
+    tenant_key = "sk-gw-tenant-91d0"
+    vals = render_mod.deep_merge(values(variant), {
+        "secrets": {"create": True, "existingSecret": "", "values": {"gatewayApiKeys": combined}},
+        "services": {"gateway": {"apiKeys": {"fromSecret": [
+            {"env": "VIEN_ACME_API_KEY", "secretName": "acme-keys", "key": "key"}]}}},
+    })
+    vals["config"] = dict(vals.get("config", {}))
+    profiles = vals["config"].get("profiles") or values_default_profiles()
+    assert "\n  api_keys: []\n" in profiles
+    vals["config"]["profiles"] = profiles.replace(
+        "\n  api_keys: []\n", "\n  api_keys:\n    - {tenant: acme, key_env: VIEN_ACME_API_KEY}\n")
+    objs = render_objects(vals)
+    _, c = _gateway(objs)
+    env = env_of(c)
+    keys = env["VIEN_API_KEYS"]
+    assert "value" not in keys, "VIEN_API_KEYS in plain env"
+    assert keys["valueFrom"]["secretKeyRef"] == {"name": "vien-secrets", "key": "VIEN_API_KEYS",
+                                                 "optional": variant != "gpu"}
+    acme = env["VIEN_ACME_API_KEY"]
+    assert "value" not in acme
+    assert acme["valueFrom"]["secretKeyRef"] == {"name": "acme-keys", "key": "key", "optional": False}
+    for e in c["env"]:
+        if SECRETISH.search(e["name"]):
+            assert "value" not in e and "secretKeyRef" in e["valueFrom"], f"gateway: {e['name']} in plain env"
+    assert one(objs, "Secret", "vien-secrets")["stringData"]["VIEN_API_KEYS"] == combined
+    for o in objs:
+        if o["kind"] != "Secret":
+            assert combined not in json.dumps(o) and "sk-gw-0b5e" not in json.dumps(o), o["metadata"]["name"]
+    # the profiles file names keys only by key_env; an inline key (it would sit in the ConfigMap) is refused
+    inline = dict(vals, config=dict(vals["config"], profiles=vals["config"]["profiles"].replace(
+        "key_env: VIEN_ACME_API_KEY", f"key: {tenant_key}")))
+    with pytest.raises(helm.HelmError, match="inline key"):
+        render_mod.render(inline)
+    # a key_env that no Secret delivers would stop the gateway at start: refused at render
+    missing = render_mod.deep_merge(vals, {"services": {"gateway": {"apiKeys": {"fromSecret": []}}}})
+    with pytest.raises(helm.HelmError, match="VIEN_ACME_API_KEY"):
+        render_mod.render(missing)
+
+
+def test_schema_refuses_gateway_keys_as_env_values():
+    for bad in ({"services": {"gateway": {"env": {"VIEN_API_KEYS": "acme:sk-1"}}}},
+                {"services": {"gateway": {"extraEnv": [{"name": "VIEN_ACME_API_KEY", "value": "sk-1"}]}}},
+                {"env": {"VIEN_API_KEYS": "acme:sk-1"}},
+                {"services": {"gateway": {"apiKeys": {"fromSecret": [{"env": "VIEN_ACME_API_KEY", "value": "sk"}]}}}}):
+        with pytest.raises(helm.HelmValuesError):
+            render_mod.render(bad)
+
+
+def test_gateway_needs_the_router():
+    with pytest.raises(helm.HelmError, match="router"):
+        render_mod.render({"services": {"router": {"enabled": False}}})
+
+
 # ---------- images ----------
 
 def _stages(dockerfile: str) -> dict[str, list[str]]:
@@ -446,7 +625,8 @@ def test_compose_file_is_a_full_stack_with_real_dependencies():
         assert s["command"][:2] == ["serve", name]
         assert s["build"]["dockerfile"] == "deploy/Dockerfile"
         assert s["user"] != "0" and not str(s["user"]).startswith("0:")
-        assert "healthcheck" in s and "grpc_health" in " ".join(s["healthcheck"]["test"])
+        check = " ".join(s["healthcheck"]["test"])
+        assert ("grpc_health" in check) if name in GRPC_SERVICES else ("/healthz" in check), name
         env = s["environment"]
         assert env["VIEN_CONFIG"] == "/etc/vien/profiles.yaml"
         assert env["VIEN_VECTOR_STORE"] == "qdrant:http://qdrant:6334"

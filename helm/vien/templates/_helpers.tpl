@@ -159,6 +159,10 @@ app.kubernetes.io/part-of: vien
 - name: {{ printf "VIEN_%s_ADDR" (snakecase $k | upper) }}
   value: {{ include "vien.serviceAddr" (dict "root" $root "key" $k) | quote }}
 {{- end }}
+{{- if $root.Values.services.gateway.enabled }}
+- name: VIEN_HTTP_ADDR
+  value: {{ include "vien.serviceAddr" (dict "root" $root "key" "gateway") | quote }}
+{{- end }}
 {{- if has .key (list "search" "ingest") }}
 - name: VIEN_VECTOR_STORE
   value: {{ include "vien.vectorStore" $root | quote }}
@@ -192,6 +196,17 @@ app.kubernetes.io/part-of: vien
 {{- if eq .key "docEmbedder" }}
 {{- include "vien.secretEnv" (dict "root" $root "env" "VIEN_VLLM_API_KEY" "key" "vllmApiKey" "required" $root.Values.vllm.enabled) | nindent 0 }}
 {{- end }}
+{{- if eq .key "gateway" }}
+{{- include "vien.secretEnv" (dict "root" $root "env" "VIEN_API_KEYS" "key" "gatewayApiKeys" "required" .svc.apiKeys.required) | nindent 0 }}
+{{- range .svc.apiKeys.fromSecret }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "vien.secretName" $root) .secretName }}
+      key: {{ .key }}
+      optional: false
+{{- end }}
+{{- end }}
 {{- if $root.Values.metrics.enabled }}
 - name: VIEN_METRICS_PORT
   value: {{ $root.Values.metrics.port | quote }}
@@ -210,4 +225,27 @@ app.kubernetes.io/part-of: vien
 {{- with .svc.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+
+{{/* The gateway's keys: the profiles file may name keys only by key_env (an inline `key:` would sit in the
+     ConfigMap), and every key_env must be delivered from a Secret (services.gateway.apiKeys.fromSecret),
+     or the gateway would refuse to start. Checked only for the chart's own ConfigMap. */}}
+{{- define "vien.gatewayKeysCheck" -}}
+{{- $root := . -}}
+{{- if not $root.Values.config.existingConfigMap -}}
+{{- $cfg := fromYaml (tpl $root.Values.config.profiles $root) -}}
+{{- $delivered := list "VIEN_API_KEYS" -}}
+{{- range $root.Values.services.gateway.apiKeys.fromSecret -}}
+{{- $delivered = append $delivered .env -}}
+{{- end -}}
+{{- range $i, $k := (dig "openai" "api_keys" (list) $cfg) -}}
+{{- if hasKey $k "key" -}}
+{{- fail (printf "config.profiles openai.api_keys[%d] (tenant %v): an inline key would sit in the ConfigMap; use key_env and services.gateway.apiKeys.fromSecret" $i $k.tenant) -}}
+{{- end -}}
+{{- if and (hasKey $k "key_env") (not (has $k.key_env $delivered)) -}}
+{{- fail (printf "config.profiles openai.api_keys[%d].key_env %v: no services.gateway.apiKeys.fromSecret entry delivers it (the gateway would not start)" $i $k.key_env) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
