@@ -74,29 +74,36 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
 
 
 class Mesh:
-    def __init__(self, proc: subprocess.Popen[str], addrs: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[str], addrs: dict[str, str], log_dir: Path,
+                 metrics: dict[str, str] | None = None) -> None:
         self.proc = proc
         self.addrs = addrs
         self.log_dir = log_dir
+        self.metrics = metrics or {}  # service -> host:port of its Prometheus /metrics
 
     @property
     def router(self) -> str:
         return self.addrs["router"]
 
 
-def start_mesh(log_dir: Path, extra: list[str] | None = None, timeout: float = 240.0) -> Mesh:
+def start_mesh(log_dir: Path, extra: list[str] | None = None, timeout: float = 240.0,
+               env: dict[str, str] | None = None) -> Mesh:
     argv = [sys.executable, "-m", "vien", "up", "--base-port", "0", "--log-dir", str(log_dir),
             "--data-dir", str(log_dir / "data"), *(extra or [])]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env} if env else None)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
+    metrics: dict[str, str] = {}
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
+        if line.startswith("vien metrics"):
+            metrics = dict(p.split("=", 1) for p in line.split("vien metrics", 1)[1].split())
         if "vien ready" in line:
             pairs = line.split("vien ready", 1)[1].split()
-            return Mesh(proc, dict(p.split("=", 1) for p in pairs), log_dir)
+            return Mesh(proc, dict(p.split("=", 1) for p in pairs), log_dir, metrics)
     proc.kill()
     err = proc.stderr.read() if proc.stderr else ""
     raise RuntimeError(f"vien up did not print 'vien ready': {err[-2000:]}")

@@ -18,7 +18,6 @@ from vien.embedding.openai_client import OpenAIEmbeddingsClient, estimate_tokens
 from vien.embedding.vectors import truncate
 from vien.runtime.config import EncoderConfig
 from vien.runtime.errors import InvalidArgument
-from vien.runtime.metrics import BATCH_SIZE, QUEUE_DEPTH
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class OnnxDocBackend:
         self.encoder = encoder
         self.model_id = f"{encoder.model_id}@{encoder.revision}"
         self.batcher = Batcher(encoder, max_batch_texts=cfg.max_batch_texts, max_batch_tokens=cfg.max_batch_tokens,
-                               max_queue=max_queue, name=f"d-{name}")
+                               max_queue=max_queue, name=f"d-{name}", service="doc-embedder")
 
     async def start(self) -> None:
         self.batcher.start()
@@ -124,11 +123,9 @@ class OnnxDocBackend:
         t0 = time.perf_counter()
         prepared = prepare(self.encoder, prompted, max_tokens, strict, profile)
         t_tok = time.perf_counter() - t0
-        QUEUE_DEPTH.labels("doc-embedder").set(self.batcher.depth)
         t0 = time.perf_counter()
         vectors = await self.batcher.embed([p.ids for p in prepared])
         t_inf = time.perf_counter() - t0
-        BATCH_SIZE.labels("doc-embedder").observe(self.batcher.stats.last_batch_size)
         mat = truncate(np.stack(vectors), dims)
         return Encoded(mat, [p.token_count for p in prepared], [p.truncated for p in prepared],
                        {"tokenize": t_tok * 1e3, "inference": t_inf * 1e3})

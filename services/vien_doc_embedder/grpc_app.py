@@ -9,12 +9,14 @@ import grpc
 from vien.embedding.vectors import pack
 from vien.runtime.config import Settings
 from vien.runtime.grpc_server import HealthReporter
-from vien.runtime.metrics import RPC_LATENCY
+from vien.runtime.telemetry import ATTR_BATCH_SIZE, ATTR_PROFILE, ATTR_TOKENS, annotate
 from vien.v1 import common_pb2, embedder_pb2
 from vien_doc_embedder.logic import DocEmbedder, DocResult
 
 
-def _response(res: DocResult) -> embedder_pb2.EncodeResponse:
+def _response(res: DocResult, profile: str) -> embedder_pb2.EncodeResponse:
+    annotate({ATTR_PROFILE: profile, ATTR_BATCH_SIZE: len(res.items),
+              ATTR_TOKENS: sum(i.token_count for i in res.items)})
     return embedder_pb2.EncodeResponse(
         results=[
             embedder_pb2.EncodedText(vector=pack(i.vector), dims=int(i.vector.shape[-1]),
@@ -32,17 +34,16 @@ class DocEmbedderServicer:
 
     async def Encode(self, request: embedder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
                      ) -> embedder_pb2.EncodeResponse:
-        with RPC_LATENCY.labels("doc-embedder", "Encode").time():
-            res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
-                                          request.strict)
-        return _response(res)
+        res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
+                                      request.strict)
+        return _response(res, request.profile)
 
     async def EncodeStream(self, requests: AsyncIterator[embedder_pb2.EncodeRequest],
                            context: grpc.aio.ServicerContext) -> AsyncIterator[embedder_pb2.EncodeResponse]:
         async for request in requests:
             res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
                                           request.strict)
-            yield _response(res)
+            yield _response(res, request.profile)
 
 
 class DocEmbedderApp:

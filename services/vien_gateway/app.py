@@ -185,6 +185,7 @@ class GatewayApp:
         metadata: list[tuple[str, str]] = [("x-vien-tenant", tenant)] if tenant else []
         assert self.stub is not None
         t0 = time.perf_counter()
+        code = "OK"  # the router's status, for vien_rpc_latency_seconds{service="gateway"}
         try:
             if self.tracer is None:
                 resp = await self.stub.Embed(req, timeout=timeout, metadata=metadata or None)
@@ -199,6 +200,7 @@ class GatewayApp:
                     metadata += out.items()
                     resp = await self.stub.Embed(req, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
             retry_ms = None
             for k, v in exc.trailing_metadata() or ():
                 if k == "retry-after-ms":
@@ -206,7 +208,7 @@ class GatewayApp:
                         retry_ms = int(v)
             raise error_from_status(exc.code().name, exc.details() or "", retry_ms, call.single) from None
         finally:
-            RPC_LATENCY.labels("gateway", "Embeddings").observe(time.perf_counter() - t0)
+            RPC_LATENCY.labels("gateway", "Embeddings", code).observe(time.perf_counter() - t0)
         tokens = sum(e.token_count for e in resp.embeddings)
         return embeddings_response(call.model, [e.vector for e in resp.embeddings], tokens, call.encoding_format)
 

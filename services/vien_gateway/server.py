@@ -32,7 +32,7 @@ def serve(port: int | None = None, host: str | None = None, metrics_port: int | 
                     "open to anyone who can reach it", host, port)
     if metrics_port is None and os.environ.get("VIEN_METRICS_PORT"):
         metrics_port = int(os.environ["VIEN_METRICS_PORT"])
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, host)
     server = uvicorn.Server(uvicorn.Config(
         GatewayApp(settings, keys), host=host, port=port,
         loop="auto", http="auto",             # uvloop + httptools when installed (they are dependencies)

@@ -6,6 +6,11 @@ batch after a crash rewrites the same points. Within a batch the newest event of
 and unchanged content (same hash) is not re-embedded. Permanent problems of one event become
 `dead` entries for the DLQ; transient ones (embedder or store down) raise, and the caller retries the
 whole batch without committing.
+
+Tracing: every record gets a CONSUMER span "process <topic>" whose parent is the producer's context from
+its Kafka headers, so a document's trace runs from `vien publish` into ingest. The batched calls (embed,
+store write) serve several documents at once: each is a child of the first document's process span and
+links the others.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from vien.ingest_logic.events import PoisonEvent, decode_event, event_content_ha
 from vien.kafka.tracing import extract_context
 from vien.runtime.config import VienConfig
 from vien.runtime.errors import InvalidArgument, NotFound, UpstreamError
+from vien.runtime.telemetry import ATTR_BATCH_SIZE, ATTR_LANG, ATTR_PROFILE, tracing_enabled
 from vien.store.base import Point, VectorStore
 from vien.v1.documents_pb2 import DocumentEvent
 
@@ -76,6 +82,7 @@ class _Doc:
     vectors: list[np.ndarray] = field(default_factory=list)
     stored_chunks: int = 0
     stored_collection: str = ""
+    span: trace.Span = trace.INVALID_SPAN  # its "process" span (consumer side of the publish span)
 
 
 class IngestProcessor:
@@ -92,6 +99,44 @@ class IngestProcessor:
         self._sem = asyncio.Semaphore(concurrency)
         self._lookups = asyncio.Semaphore(32)
         self._ensured: set[str] = set()
+        self._tracing = tracing_enabled()
+
+    # ------------------------------------------------------------------ tracing
+    def _process_span(self, rec: Record) -> trace.Span:
+        if not self._tracing:
+            return trace.INVALID_SPAN
+        return tracer.start_span(
+            f"process {rec.topic}", context=extract_context(rec.headers), kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
+                        "messaging.destination.name": rec.topic,
+                        "messaging.destination.partition.id": str(rec.partition),
+                        "messaging.kafka.offset": rec.offset})
+
+    @staticmethod
+    def _batch_parent(docs: Sequence[_Doc]) -> tuple[Any, list[trace.Link]]:
+        """Context of the first document's process span, and links to the others' (for a batched call)."""
+        uniq = list({id(d): d for d in docs}.values())
+        if not uniq:
+            return None, []
+        links = [trace.Link(d.span.get_span_context()) for d in uniq[1:] if d.span.get_span_context().is_valid]
+        return trace.set_span_in_context(uniq[0].span), links
+
+    @staticmethod
+    def _end_spans(spans: list[trace.Span], records: Sequence[Record], latest: dict[Any, _Doc],
+                   out: BatchOutcome) -> None:
+        dead = {id(rec): (reason, code) for rec, reason, code in out.dead}
+        kept = {id(d.record): d for d in latest.values()}
+        for rec, span in zip(records, spans, strict=True):
+            if not span.is_recording():
+                continue
+            if id(rec) in dead:
+                reason, code = dead[id(rec)]
+                span.set_attribute("vien.dlq_code", code)
+                span.set_status(trace.StatusCode.ERROR, reason)
+            doc = kept.get(id(rec))
+            if doc is not None and doc.profile:
+                span.set_attributes({ATTR_PROFILE: doc.profile, ATTR_LANG: doc.lang, "vien.chunks": len(doc.chunks)})
+            span.end()
 
     # ------------------------------------------------------------------ helpers
     async def _ensure_collection(self, profile: str) -> str:
@@ -136,6 +181,12 @@ class IngestProcessor:
             return await coro
 
     @staticmethod
+    async def _in_span(span: trace.Span, coro: Awaitable[T]) -> T:
+        """Run `coro` with `span` current, so its calls (gRPC to the store) become the span's children."""
+        with trace.use_span(span, end_on_exit=False):
+            return await coro
+
+    @staticmethod
     def _rejected(r: BaseException) -> bool:
         # Only a rejection of the text itself is permanent. FAILED_PRECONDITION (e.g. a failed space
         # guard) is the service's state, not the event's: retried like an outage, never dead-lettered.
@@ -159,11 +210,10 @@ class IngestProcessor:
 
         async def send(profile: str, items: list[tuple[_Doc, int]]) -> None:
             async with self._sem:
-                links = [trace.Link(trace.get_current_span(extract_context(d.record.headers)).get_span_context())
-                         for d in {id(d): d for d, _ in items}.values()]
-                with tracer.start_as_current_span("ingest.embed", links=links) as span:
-                    span.set_attribute("vien.profile", profile)
-                    span.set_attribute("vien.batch_size", len(items))
+                parent, links = self._batch_parent([d for d, _ in items])
+                with tracer.start_as_current_span("ingest.embed", context=parent, links=links,
+                                                  attributes={ATTR_PROFILE: profile, ATTR_BATCH_SIZE: len(items),
+                                                              "vien.docs": len(links) + 1}):
                     vecs = await self.encoder.encode([d.chunks[i] for d, i in items], profile)
                     for (d, i), v in zip(items, vecs, strict=True):
                         d.vectors[i] = v
@@ -179,7 +229,7 @@ class IngestProcessor:
         # A rejected request may mix good and bad documents: embed its documents one by one to find the bad.
         for d in [d for d in docs if id(d) in failed]:
             try:
-                d.vectors = await self.encoder.encode(d.chunks, d.profile)
+                d.vectors = await self._in_span(d.span, self.encoder.encode(d.chunks, d.profile))
             except Exception as exc:
                 if not self._rejected(exc):
                     raise
@@ -192,16 +242,28 @@ class IngestProcessor:
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
         out = BatchOutcome(events=len(records))
         latest: dict[tuple[str, str], _Doc] = {}
-        for rec in records:
+        spans = [self._process_span(rec) for rec in records]
+        try:
+            await self._process(records, spans, latest, out)
+        finally:
+            self._end_spans(spans, records, latest, out)
+        return out
+
+    async def _process(self, records: Sequence[Record], spans: list[trace.Span], latest: dict[tuple[str, str], _Doc],
+                       out: BatchOutcome) -> None:
+        for rec, span in zip(records, spans, strict=True):
             try:
                 ev = decode_event(rec.value, rec.headers)
             except PoisonEvent as exc:
                 out.dead.append((rec, exc.reason, exc.code))
                 continue
+            if span.is_recording():
+                span.set_attributes({"vien.tenant": ev.tenant, "vien.doc_id": ev.doc_id, "vien.version": ev.version,
+                                     "vien.op": "delete" if ev.op == DELETE else "upsert"})
             key = (ev.tenant, ev.doc_id)
             prev = latest.get(key)
             if prev is None or ev.version >= prev.event.version:
-                latest[key] = _Doc(rec, ev)  # a later offset of the same version wins too
+                latest[key] = _Doc(rec, ev, span=span)  # a later offset of the same version wins too
             if prev is not None:
                 out.stale += 1  # one of the two is superseded within this batch
 
@@ -209,7 +271,7 @@ class IngestProcessor:
         todo: list[_Doc] = []
         # Store lookups run concurrently: done one by one they left the embedder idle between batches.
         t0 = time.perf_counter()
-        states = await asyncio.gather(*(self._bounded(self._stored_state(d)) for d in docs))
+        states = await asyncio.gather(*(self._bounded(self._in_span(d.span, self._stored_state(d))) for d in docs))
         for doc, (version, stored_hash, n_stored, collection) in zip(docs, states, strict=True):
             ev = doc.event
             doc.stored_chunks, doc.stored_collection = n_stored, collection
@@ -248,7 +310,6 @@ class IngestProcessor:
 
         await self._write(todo, out)
         out.stage_s["write"] = time.perf_counter() - t0
-        return out
 
     async def _write(self, docs: list[_Doc], out: BatchOutcome) -> None:
         by_collection: dict[str, list[Point]] = {}
@@ -261,7 +322,7 @@ class IngestProcessor:
                     deletes.append((d.stored_collection, ev.tenant, ev.doc_id))
                 out.deleted_docs += 1
                 continue
-            collection = await self._ensure_collection(d.profile)
+            collection = await self._in_span(d.span, self._ensure_collection(d.profile))
             meta: dict[str, Any] = (json_format.MessageToDict(ev.metadata) if ev.HasField("metadata") else {})
             n = len(d.chunks)
             for i, (text, vec) in enumerate(zip(d.chunks, d.vectors, strict=True)):
@@ -278,7 +339,11 @@ class IngestProcessor:
                     point_id(ev.tenant, ev.doc_id, i) for i in range(n, d.stored_chunks))
             out.upserted_docs += 1
             out.chunks += n
-        with tracer.start_as_current_span("ingest.store_write") as span:
+        if not docs:
+            return
+        parent, links = self._batch_parent(docs)
+        with tracer.start_as_current_span("ingest.store_write", context=parent, links=links,
+                                          attributes={"vien.docs": len(docs)}) as span:
             t0 = time.perf_counter()
             for collection, points in by_collection.items():
                 span.set_attribute("vien.points", len(points))

@@ -8,6 +8,7 @@ batch with exponential back-off and jitter, without committing and without polli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -20,7 +21,7 @@ from vien.ingest_logic.dlq import dlq_record
 from vien.kafka.broker import close_consumer, local_group_kwargs
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument, VienError
-from vien.runtime.metrics import DLQ_EVENTS, INGEST_EVENTS, INGEST_RETRIES
+from vien.runtime.metrics import CONSUMER_LAG, DLQ_EVENTS, INGEST_BATCH, INGEST_EVENTS, INGEST_RETRIES
 from vien_ingest.processor import BatchOutcome, IngestProcessor, Record
 
 log = logging.getLogger("vien.ingest")
@@ -101,6 +102,17 @@ class IngestWorker:
             DLQ_EVENTS.labels(code).inc()
             log.warning("dead-lettered %s/%d/%d: %s", rec.topic, rec.partition, rec.offset, reason)
 
+    async def report_lag(self) -> None:
+        """vien_consumer_lag per assigned partition: the high watermark of the last fetch minus our position."""
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:  # nothing fetched from it yet
+                continue
+            with contextlib.suppress(TimeoutError, KafkaError):
+                position = await asyncio.wait_for(self.consumer.position(tp), 1.0)
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+
     async def run(self) -> None:
         assert self.consumer is not None
         while not self.stopping.is_set():
@@ -108,10 +120,13 @@ class IngestWorker:
             records = [Record(m.topic, m.partition, m.offset, m.value, list(m.headers or ()))
                        for msgs in batch.values() for m in msgs]
             if not records:
+                await self.report_lag()
                 continue
+            INGEST_BATCH.observe(len(records))
             outcome = await self._process_with_retry(records)
             await self._dead_letter(outcome)
             await self.consumer.commit()
+            await self.report_lag()
             self.processed += len(records)
             INGEST_EVENTS.labels("upserted").inc(outcome.upserted_docs)
             INGEST_EVENTS.labels("deleted").inc(outcome.deleted_docs)

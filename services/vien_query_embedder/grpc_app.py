@@ -8,7 +8,7 @@ from vien.embedding.cache import QueryCache
 from vien.embedding.vectors import pack
 from vien.runtime.config import Settings
 from vien.runtime.grpc_server import HealthReporter
-from vien.runtime.metrics import RPC_LATENCY
+from vien.runtime.telemetry import ATTR_BATCH_SIZE, ATTR_CACHE_HIT, ATTR_CACHE_HITS, ATTR_PROFILE, ATTR_TOKENS, annotate
 from vien.v1 import common_pb2, embedder_pb2
 from vien_query_embedder.logic import QueryEmbedder
 
@@ -19,9 +19,12 @@ class QueryEmbedderServicer:
 
     async def Encode(self, request: embedder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
                      ) -> embedder_pb2.EncodeResponse:
-        with RPC_LATENCY.labels("query-embedder", "Encode").time():
-            res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
-                                          request.strict, request.bypass_cache)
+        res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
+                                      request.strict, request.bypass_cache)
+        hits = sum(i.cache_hit for i in res.items)
+        annotate({ATTR_PROFILE: request.profile, ATTR_BATCH_SIZE: len(res.items),
+                  ATTR_TOKENS: sum(i.token_count for i in res.items), ATTR_CACHE_HITS: hits,
+                  ATTR_CACHE_HIT: bool(res.items) and hits == len(res.items)})
         return embedder_pb2.EncodeResponse(
             results=[
                 embedder_pb2.EncodedText(vector=pack(i.vector), dims=int(i.vector.shape[-1]),

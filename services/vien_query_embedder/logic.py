@@ -18,7 +18,7 @@ from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
 from vien.embedding.vectors import truncate
 from vien.runtime.config import EncoderConfig, Settings, VienConfig
 from vien.runtime.errors import InvalidArgument
-from vien.runtime.metrics import BATCH_SIZE, QUEUE_DEPTH, TEXTS, TOKENS
+from vien.runtime.metrics import TEXTS, TOKENS
 
 log = logging.getLogger("vien.query_embedder")
 
@@ -63,7 +63,7 @@ class QueryEmbedder:
                      enc.dims, time.perf_counter() - t0)
             self.encoders[name] = enc
             b = Batcher(enc, max_batch_texts=self.settings.query_max_batch,
-                        max_queue=self.settings.query_max_queue, name=f"q-{name}")
+                        max_queue=self.settings.query_max_queue, name=f"q-{name}", service="query-embedder")
             b.start()
             self.batchers[name] = b
         for pname, p in self.config.profiles.items():
@@ -116,11 +116,9 @@ class QueryEmbedder:
         if miss:
             prepared = prepare(enc, [prompted[i] for i in miss], prof.max_tokens, strict, pname, indices=miss)
             batcher = self.batchers[enc_name]
-            QUEUE_DEPTH.labels("query-embedder").set(batcher.depth)
             t0 = time.perf_counter()
             vectors = await batcher.embed([p.ids for p in prepared])
             t_infer = time.perf_counter() - t0
-            BATCH_SIZE.labels("query-embedder").observe(batcher.stats.last_batch_size)
             fresh = [CachedVector(v, p.token_count, p.truncated) for v, p in zip(vectors, prepared, strict=True)]
             for i, entry in zip(miss, fresh, strict=True):
                 cached[i] = entry

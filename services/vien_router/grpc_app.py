@@ -12,7 +12,16 @@ from vien.runtime.config import LANGS, Settings
 from vien.runtime.errors import UpstreamError
 from vien.runtime.grpc_client import aio_channel, remaining_timeout
 from vien.runtime.grpc_server import HealthReporter
-from vien.runtime.metrics import RPC_LATENCY
+from vien.runtime.telemetry import (
+    ATTR_BATCH_SIZE,
+    ATTR_CACHE_HIT,
+    ATTR_CACHE_HITS,
+    ATTR_LANG,
+    ATTR_PROFILE,
+    ATTR_TOKENS,
+    annotate,
+    joined,
+)
 from vien.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc, router_pb2
 from vien_router.logic import DOCUMENT, QUERY, Encoded, EncodedText, Router
 
@@ -59,6 +68,11 @@ class RouterServicer:
             strict=request.strict, lang=request.lang, bypass_cache=request.bypass_cache,
             timeout=remaining_timeout(context, 30.0),
         )
+        hits = sum(e.cache_hit for e in res.embeddings)
+        annotate({ATTR_PROFILE: joined(e.profile for e in res.embeddings),
+                  ATTR_LANG: joined(e.lang for e in res.embeddings), ATTR_BATCH_SIZE: len(res.embeddings),
+                  ATTR_TOKENS: sum(e.token_count for e in res.embeddings), "vien.kind": kind,
+                  ATTR_CACHE_HITS: hits, ATTR_CACHE_HIT: bool(res.embeddings) and hits == len(res.embeddings)})
         return router_pb2.EmbedResponse(
             embeddings=[
                 common_pb2.Embedding(vector=e.vector, dims=e.dims, profile=e.profile, model_id=e.model_id,
@@ -71,8 +85,7 @@ class RouterServicer:
 
     async def Embed(self, request: router_pb2.EmbedRequest, context: grpc.aio.ServicerContext
                     ) -> router_pb2.EmbedResponse:
-        with RPC_LATENCY.labels("router", "Embed").time():
-            return await self._embed(request, context)
+        return await self._embed(request, context)
 
     async def EmbedStream(self, requests: AsyncIterator[router_pb2.EmbedRequest],
                           context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.EmbedResponse]:

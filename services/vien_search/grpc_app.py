@@ -12,7 +12,7 @@ from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument, UpstreamError
 from vien.runtime.grpc_client import aio_channel, remaining_timeout
 from vien.runtime.grpc_server import HealthReporter
-from vien.runtime.metrics import RPC_LATENCY
+from vien.runtime.telemetry import ATTR_LANG, ATTR_PROFILE, annotate
 from vien.store.base import VectorStore
 from vien.store.factory import open_store
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc, search_pb2
@@ -50,11 +50,12 @@ class SearchServicer:
         if request.mode not in (search_pb2.SEARCH_MODE_UNSPECIFIED, search_pb2.SEARCH_MODE_DENSE):
             raise InvalidArgument("mode", f"{search_pb2.SearchMode.Name(request.mode)} is not available yet; "
                                   "use SEARCH_MODE_DENSE")
-        with RPC_LATENCY.labels("search", "Search").time():
-            res = await self.app.searcher.search(
-                request.query, request.tenant, request.top_k, request.lang, dict(request.metadata_filter),
-                request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0),
-            )
+        res = await self.app.searcher.search(
+            request.query, request.tenant, request.top_k, request.lang, dict(request.metadata_filter),
+            request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0),
+        )
+        annotate({ATTR_PROFILE: res.profile, ATTR_LANG: res.query_lang, "vien.tenant": request.tenant,
+                  "vien.top_k": request.top_k, "vien.hits": len(res.hits)})
         return search_pb2.SearchResponse(
             hits=[search_pb2.SearchHit(doc_id=h.doc_id, chunk_index=h.chunk_index, text=h.text, score=h.score,
                                        title=h.title, metadata=_struct(h.metadata), lang=h.lang,

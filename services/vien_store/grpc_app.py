@@ -14,6 +14,7 @@ import numpy as np
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument
 from vien.runtime.grpc_server import HealthReporter
+from vien.runtime.telemetry import annotate
 from vien.store import wire
 from vien.store.base import VectorStore
 from vien.store.factory import open_store
@@ -36,6 +37,7 @@ class StoreServicer:
 
     async def Upsert(self, r: store_pb2.UpsertRequest, c: Ctx) -> store_pb2.Ack:
         points = [wire.point_from_pb(p) for p in r.points]
+        annotate({"vien.collection": r.collection, "vien.points": len(points)})
         await asyncio.to_thread(self.store.upsert, r.collection, points)
         return store_pb2.Ack()
 
@@ -56,6 +58,8 @@ class StoreServicer:
         flt = wire.filter_from_pb(r.filter, r.HasField("filter"))
         vec = np.frombuffer(r.vector, "<f4") if r.vector else None
         sparse = wire.sparse_from_pb(r.sparse, r.HasField("sparse"))
+        annotate({"vien.collection": r.collection, "vien.top_k": r.top_k,
+                  "vien.query_mode": int(r.mode)})
         if r.mode == store_pb2.STORE_QUERY_MODE_SPARSE:
             if sparse is None:
                 raise InvalidArgument("sparse", "is required for a sparse query")

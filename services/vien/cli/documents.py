@@ -61,15 +61,20 @@ async def publish(path: Path, bootstrap: str, topic: str, skip_invalid: bool) ->
     except Exception as exc:
         raise PublishError(f"cannot reach Kafka at {bootstrap} (is `vien up` running?): {exc}") from None
     t0 = time.perf_counter()
+    # One trace per run: a root span, and under it one PRODUCER span per event whose context rides the
+    # record's headers, so ingest's "process" span of each document continues this trace.
+    root = tracer.start_span("vien publish", attributes={"vien.events": len(events), "vien.file": str(path)})
     try:
         pending = []
         for i, ev in enumerate(events, start=1):
-            with tracer.start_as_current_span("vien.publish", kind=trace.SpanKind.PRODUCER) as span:
-                span.set_attribute("messaging.destination.name", topic)
-                span.set_attribute("vien.doc_id", ev.doc_id)
+            with trace.use_span(root, end_on_exit=False), tracer.start_as_current_span(
+                    f"publish {topic}", kind=trace.SpanKind.PRODUCER,
+                    attributes={"messaging.system": "kafka", "messaging.operation.type": "publish",
+                                "messaging.destination.name": topic, "vien.tenant": ev.tenant,
+                                "vien.doc_id": ev.doc_id}):
                 headers = inject_headers()
-            key = f"{ev.tenant}/{ev.doc_id}".encode()
-            pending.append(await producer.send(topic, ev.SerializeToString(), key=key, headers=headers))
+                key = f"{ev.tenant}/{ev.doc_id}".encode()
+                pending.append(await producer.send(topic, ev.SerializeToString(), key=key, headers=headers))
             if len(pending) >= 500:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -77,6 +82,7 @@ async def publish(path: Path, bootstrap: str, topic: str, skip_invalid: bool) ->
         await asyncio.gather(*pending)
         _progress(len(events), len(events), t0)
     finally:
+        root.end()
         await producer.stop()
     dt = time.perf_counter() - t0
     return {"published": len(events), "invalid": len(errors), "topic": topic, "seconds": round(dt, 3),

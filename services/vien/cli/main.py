@@ -107,11 +107,15 @@ def _cmd_publish(ns: argparse.Namespace) -> int:
     import asyncio
 
     from vien.cli.documents import PublishError, publish
+    from vien.runtime.telemetry import setup_tracing, shutdown_tracing
 
+    setup_tracing("publish")  # the producer spans start the documents' traces (exported if OTEL_* is set)
     try:
         summary = asyncio.run(publish(Path(ns.file), ns.kafka, ns.topic, ns.skip_invalid))
     except PublishError as exc:
         raise CliError(str(exc)) from None
+    finally:
+        shutdown_tracing()
     print(json.dumps(summary, ensure_ascii=False))
     return 0 if not summary["invalid"] else EXIT_FAILED
 
@@ -120,7 +124,9 @@ def _cmd_search(ns: argparse.Namespace) -> int:
     import grpc
 
     from vien.cli.documents import search
+    from vien.runtime.telemetry import setup_tracing, shutdown_tracing
 
+    setup_tracing("search-cli")  # its client span is the root of the query's trace
     try:
         result = search(ns.search, " ".join(ns.query), ns.tenant, ns.top_k, ns.lang or "", ns.timeout)
     except grpc.RpcError as exc:
@@ -128,6 +134,8 @@ def _cmd_search(ns: argparse.Namespace) -> int:
         if code == grpc.StatusCode.UNAVAILABLE:
             raise CliError(f"cannot reach search at {ns.search} (is `vien up` running?): {exc.details()}") from None
         raise CliError(f"{code.name}: {exc.details()}") from None
+    finally:
+        shutdown_tracing()
     print(json.dumps(result, ensure_ascii=False))
     return 0
 

@@ -21,7 +21,7 @@ def serve(name: str, port: int | None = None, host: str | None = None, metrics_p
     _ = settings.config  # fail fast on a bad profiles file, before binding a port
     if metrics_port is None and os.environ.get("VIEN_METRICS_PORT"):
         metrics_port = int(os.environ["VIEN_METRICS_PORT"])
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, host or settings.host)
     app = spec.create(settings)
     try:
         asyncio.run(run_app(app, settings, port if port is not None else port_of(spec.address(settings)), host))

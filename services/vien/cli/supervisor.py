@@ -1,9 +1,11 @@
 """`vien up`: run the local mesh as supervised child processes.
 
 Each service is its own process (as in production), started with the addresses of the others in
-its environment. The supervisor prints one `vien ready name=host:port ...` line once every child
-reports healthy, restarts a child that dies (with back-off), and on SIGINT/SIGTERM stops them all:
-SIGTERM first, SIGKILL for whatever has not exited after a grace period.
+its environment. The supervisor prints one `vien metrics name=host:port ...` line (each service's
+Prometheus endpoint, /metrics) and then one `vien ready name=host:port ...` line once every child
+reports healthy (both also go to DATA_DIR/mesh.json, the metrics under "metrics"), restarts a child
+that dies (with back-off), and on SIGINT/SIGTERM stops them all: SIGTERM first, SIGKILL for whatever
+has not exited after a grace period.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Child:
     restart_at: float = 0.0
     log: IO[bytes] | None = None
     stage: int = 1                                  # started after every child of a lower stage is ready
+    metrics: str = ""                               # host:port of its Prometheus /metrics ("" = none)
     on_ready: Callable[[Child], None] | None = None  # run once each time this child becomes ready
     hook_pending: bool = False
     started: bool = False
@@ -159,6 +162,9 @@ class Supervisor:
             time.sleep(0.2)
         if self.stopping:
             return False
+        metrics = " ".join(f"{c.name}={c.metrics}" for c in self.children if c.metrics)
+        if metrics:
+            print(f"vien metrics {metrics}", file=self.out, flush=True)
         line = " ".join(f"{c.name}={c.address}" for c in self.children)
         print(f"vien ready {line}", file=self.out, flush=True)
         return True
@@ -222,7 +228,7 @@ def _create_topics(child: Child) -> None:
 
 
 def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path,
-                   python: str = sys.executable) -> list[Child]:
+                   python: str = sys.executable, metrics_ports: dict[str, int] | None = None) -> list[Child]:
     from vien.kafka.broker import LocalBroker, find_tansu, kafka_metadata_ok
 
     addr = {name: f"{host}:{port}" for name, port in ports.items()}
@@ -251,25 +257,36 @@ def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path
     children.append(Child("kafka", broker.argv(), addr["kafka"], kafka_ready, env={"RUST_LOG": "warn"}, stage=0,
                           on_ready=_create_topics))
     for name in SERVICE_ORDER:
-        children.append(Child(CHILD_NAME.get(name, name), [python, "-m", "vien", "serve", name, "--port",
-                                                         str(ports[name]), "--host", host], addr[name],
-                              READY_CHECK.get(name, grpc_serving), env=dict(env),
-                              stage=0 if name == "store" else 1))
+        argv = [python, "-m", "vien", "serve", name, "--port", str(ports[name]), "--host", host]
+        metrics = ""
+        if metrics_ports and name in metrics_ports:
+            argv += ["--metrics-port", str(metrics_ports[name])]
+            metrics = f"{host}:{metrics_ports[name]}"
+        children.append(Child(CHILD_NAME.get(name, name), argv, addr[name], READY_CHECK.get(name, grpc_serving),
+                              env=dict(env), stage=0 if name == "store" else 1, metrics=metrics))
     return children
 
 
+PORT_ORDER = ["router", "query-embedder", "doc-embedder", "store", "search", "ingest", "gateway"]
+METRICS_OFFSET = 10  # with a fixed base port, service i serves /metrics on base + 10 + i (50061.. by default)
+
+
 def assign_ports(host: str, base_port: int, redis_port: int, kafka_port: int) -> dict[str, int]:
-    names = ["router", "query-embedder", "doc-embedder", "store", "search", "ingest", "gateway"]
-    ports = {n: free_port(host) if base_port == 0 else base_port + i for i, n in enumerate(names)}
+    ports = {n: free_port(host) if base_port == 0 else base_port + i for i, n in enumerate(PORT_ORDER)}
     ports["redis"] = redis_port or free_port(host)
     ports["kafka"] = kafka_port or free_port(host)
     return ports
 
 
+def assign_metrics_ports(host: str, base_port: int) -> dict[str, int]:
+    return {n: free_port(host) if base_port == 0 else base_port + METRICS_OFFSET + i for i, n in enumerate(PORT_ORDER)}
+
+
 def up(host: str, base_port: int, redis_port: int, kafka_port: int, redis: bool, log_dir: Path | None,
        data_dir: Path, ready_timeout: float) -> int:
     ports = assign_ports(host, base_port, redis_port, kafka_port)
-    sup = Supervisor(build_children(host, ports, redis, data_dir), log_dir)
+    metrics_ports = assign_metrics_ports(host, base_port)
+    sup = Supervisor(build_children(host, ports, redis, data_dir, metrics_ports=metrics_ports), log_dir)
 
     def on_signal(signum: int, frame: object) -> None:
         sup.stopping = True
@@ -285,7 +302,9 @@ def up(host: str, base_port: int, redis_port: int, kafka_port: int, redis: bool,
         else:
             # Other `vien` commands (publish, search, stats) find the running mesh through this file.
             data_dir.mkdir(parents=True, exist_ok=True)
-            (data_dir / MESH_FILE).write_text(json.dumps({c.name: c.address for c in sup.children}))
+            mesh: dict[str, object] = {c.name: c.address for c in sup.children}
+            mesh["metrics"] = {c.name: c.metrics for c in sup.children if c.metrics}
+            (data_dir / MESH_FILE).write_text(json.dumps(mesh))
             sup.run_until_stopped()
         return 0
     finally:

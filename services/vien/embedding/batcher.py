@@ -23,6 +23,7 @@ import numpy as np
 
 from vien.embedding.encoders import TextEncoder
 from vien.runtime.errors import ResourceExhausted
+from vien.runtime.metrics import BATCH_SIZE, QUEUE_DEPTH, REJECTED
 
 
 def length_bucket(n_tokens: int) -> int:
@@ -62,6 +63,7 @@ class Batcher:
         max_batch_tokens: int = 8192,
         max_queue: int = 512,
         name: str = "batcher",
+        service: str = "",
     ) -> None:
         self.encoder = encoder
         self.max_batch_texts = max_batch_texts
@@ -72,6 +74,12 @@ class Batcher:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._task: asyncio.Task[None] | None = None
+        # the `service` label of vien_batch_size / vien_queue_depth / vien_rejected_total ("" = not reported)
+        self.service = service
+
+    def _report_depth(self) -> None:
+        if self.service:
+            QUEUE_DEPTH.labels(self.service).set(len(self._pending))
 
     @property
     def depth(self) -> int:
@@ -100,6 +108,8 @@ class Batcher:
         """Embed token-id lists; returns one vector per list. Raises ResourceExhausted when full."""
         if self.depth + len(batch) > self.max_queue:
             self.stats.rejected += 1
+            if self.service:
+                REJECTED.labels(self.service).inc()
             raise ResourceExhausted(
                 f"embedding queue full ({self.depth} of {self.max_queue} texts queued); retry later",
                 retry_after_ms=self.retry_after_ms(),
@@ -107,6 +117,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         items = [_Item(ids, loop.create_future()) for ids in batch]
         self._pending.extend(items)
+        self._report_depth()
         self._wake.set()
         try:
             return list(await asyncio.gather(*(i.future for i in items)))
@@ -151,6 +162,9 @@ class Batcher:
                 await self._wake.wait()
                 continue
             ids = [i.ids for i in batch]
+            self._report_depth()
+            if self.service:
+                BATCH_SIZE.labels(self.service).observe(len(batch))
             t0 = time.perf_counter()
             try:
                 vectors = await loop.run_in_executor(self._executor, self.encoder.embed_ids, ids)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from opentelemetry import trace
 
 from vien.runtime.config import Settings
 from vien.runtime.errors import ResourceExhausted, VienError
+from vien.runtime.metrics import RPC_LATENCY
 from vien.runtime.telemetry import server_interceptors
 
 log = logging.getLogger("vien.server")
@@ -89,6 +91,10 @@ def _safe_deserializer(cls: type[Message]) -> Callable[[bytes], Message | _Undec
     return deserialize
 
 
+def _status_of(exc: BaseException) -> grpc.StatusCode:
+    return exc.code if isinstance(exc, VienError) else grpc.StatusCode.INTERNAL
+
+
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
     if isinstance(exc, ResourceExhausted):
         context.set_trailing_metadata((("retry-after-ms", str(exc.retry_after_ms)),))
@@ -102,58 +108,104 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext) -> N
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (trace_id {trace_id}); see server log")
 
 
+def _aborted_code(context: grpc.aio.ServicerContext) -> str:
+    """The status a servicer set itself with context.abort()."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    for c in grpc.StatusCode:
+        if c.value[0] == code:
+            return c.name
+    return "UNKNOWN"
+
+
 def _undecodable_message(req: _Undecodable) -> str:
     return f"request: not a valid {req.type_name} message ({req.error})"
 
 
-def _wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+class _RpcTimer:
+    """vien_rpc_latency_seconds{service, method, code}: one observation per RPC, with its final status."""
+
+    def __init__(self, service: str, method: str) -> None:
+        self.service, self.method = service, method
+        self.t0 = time.perf_counter()
+        self.code = "OK"
+
+    def done(self) -> None:
+        RPC_LATENCY.labels(self.service, self.method, self.code).observe(time.perf_counter() - self.t0)
+
+
+def _wrap_unary(fn: Callable[..., Awaitable[Any]], service: str, method: str) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, _Undecodable):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(request))
+        timer = _RpcTimer(service, method)
         try:
-            return await fn(request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            await _abort_for(exc, context)
+            if isinstance(request, _Undecodable):
+                timer.code = "INVALID_ARGUMENT"
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(request))
+            try:
+                return await fn(request, context)
+            except asyncio.CancelledError:
+                timer.code = "CANCELLED"
+                raise
+            except grpc.aio.AbortError:
+                timer.code = _aborted_code(context)
+                raise
+            except Exception as exc:
+                timer.code = _status_of(exc).name
+                await _abort_for(exc, context)
+        finally:
+            timer.done()
 
     return handler
 
 
-def _wrap_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: str
+                 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        timer = _RpcTimer(service, method)
+
         async def checked() -> AsyncIterator[Any]:
             async for req in request_iterator:
                 if isinstance(req, _Undecodable):
+                    timer.code = "INVALID_ARGUMENT"
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(req))
                 yield req
 
         try:
             async for resp in fn(checked(), context):
                 yield resp
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            timer.code = "CANCELLED"
+            raise
+        except grpc.aio.AbortError:
+            if timer.code == "OK":
+                timer.code = _aborted_code(context)
             raise
         except Exception as exc:
+            timer.code = _status_of(exc).name
             await _abort_for(exc, context)
+        finally:
+            timer.done()
 
     return handler
 
 
-def _method_handler(method: MethodDescriptor, impl: object) -> grpc.RpcMethodHandler:
+def _method_handler(method: MethodDescriptor, impl: object, service: str) -> grpc.RpcMethodHandler:
     req_cls = message_factory.GetMessageClass(method.input_type)
     resp_cls = message_factory.GetMessageClass(method.output_type)
     fn = getattr(impl, method.name)
     deser = _safe_deserializer(req_cls)
     ser = resp_cls.SerializeToString
     if method.client_streaming and method.server_streaming:
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(fn), deser, ser)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(fn, service, method.name), deser, ser)
     if method.client_streaming or method.server_streaming:
         raise NotImplementedError(f"{method.full_name}: half-streaming methods are not used by vien")
-    return grpc.unary_unary_rpc_method_handler(_wrap_unary(fn), deser, ser)
+    return grpc.unary_unary_rpc_method_handler(_wrap_unary(fn, service, method.name), deser, ser)
 
 
-def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: object) -> None:
-    handlers = {m.name: _method_handler(m, impl) for m in service.methods}
+def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: object, app_name: str = "") -> None:
+    """Register `impl` for `service`; its RPCs are timed as vien_rpc_latency_seconds{service=app_name}."""
+    handlers = {m.name: _method_handler(m, impl, app_name or service.name) for m in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
@@ -175,7 +227,7 @@ async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []
     for desc, impl in app.services():
-        add_service(server, desc, impl)
+        add_service(server, desc, impl, app.name)
         names.append(desc.full_name)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
