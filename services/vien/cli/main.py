@@ -41,8 +41,10 @@ def _cmd_embed(ns: argparse.Namespace) -> int:
     import grpc
 
     from vien.cli.client import KINDS, router_stub, vector_of
+    from vien.runtime.telemetry import setup_tracing, shutdown_tracing
     from vien.v1 import router_pb2
 
+    setup_tracing("embed-cli")  # its client span is the root of the request's trace
     texts = list(ns.texts)
     if texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -59,6 +61,7 @@ def _cmd_embed(ns: argparse.Namespace) -> int:
         raise CliError(f"{code.name if code else 'ERROR'}: {details}") from None
     finally:
         channel.close()
+        shutdown_tracing()
     for text, e in zip(texts, resp.embeddings, strict=True):
         print(json.dumps({
             "text": text, "lang": e.lang, "profile": e.profile, "model": e.model_id, "dims": e.dims,
@@ -247,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     op.set_defaults(fn=_cmd_optimize)
 
     b = sub.add_parser("bench", help="benchmarks (results go to bench/RESULTS.md)")
-    b.add_argument("what", choices=["query", "langid", "store", "ingest", "search", "http"])
+    b.add_argument("what", choices=["query", "langid", "store", "ingest", "search", "http", "tracing"])
     b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
     b.set_defaults(fn=_cmd_bench)
