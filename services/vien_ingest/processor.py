@@ -245,6 +245,12 @@ class IngestProcessor:
         spans = [self._process_span(rec) for rec in records]
         try:
             await self._process(records, spans, latest, out)
+        except BaseException as exc:
+            # transient (the worker retries the batch; the retry gets fresh spans) or cancelled at shutdown
+            for span in spans:
+                if span.is_recording():
+                    span.set_status(trace.StatusCode.ERROR, f"batch not applied: {type(exc).__name__}: {exc}")
+            raise
         finally:
             self._end_spans(spans, records, latest, out)
         return out
