@@ -20,6 +20,7 @@ from vien.evaluation.datasets import DatasetError, load_dataset
 from vien.evaluation.diacritics import strip_diacritics
 from vien.evaluation.eval_config import EvalConfigError, derive_configs
 from vien.evaluation.metrics import dedupe_doc_ids, mrr_at, ndcg_at, recall_at, score_query
+from vien.evaluation.runner import EvalError, _search_kwargs
 from vien.evaluation.stats import bootstrap_ci, paired_test, sign_flip_pvalue
 from vien.runtime.config import load_config
 
@@ -223,6 +224,21 @@ def test_eval_configs_dims_and_query_encoder():
         derive_configs(base, query_encoder="nope")
     with pytest.raises(EvalConfigError, match=r"--profile: unknown profile 'nope'"):
         derive_configs(base, profile="nope")
+
+
+def test_search_mode_is_named_only_where_search_has_modes():
+    class DenseOnly:
+        async def search(self, query: str, tenant: str, top_k: int = 0) -> None: ...
+
+    class WithModes:
+        async def search(self, query: str, tenant: str, top_k: int = 0, mode: str = "") -> None: ...
+
+    assert _search_kwargs(DenseOnly(), "dense") == {}  # type: ignore[arg-type]
+    with pytest.raises(EvalError, match="--mode hybrid: this build's search has no lexical"):
+        _search_kwargs(DenseOnly(), "hybrid")  # type: ignore[arg-type]
+    # a profile's default mode may be hybrid: dense is asked for by name
+    assert _search_kwargs(WithModes(), "dense") == {"mode": "dense"}  # type: ignore[arg-type]
+    assert _search_kwargs(WithModes(), "sparse") == {"mode": "sparse"}  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------- end to end

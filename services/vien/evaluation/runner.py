@@ -117,11 +117,13 @@ def variant_label(opts: EvalOptions, cfgs: EvalConfigs) -> str:
 
 
 def _search_kwargs(searcher: Searcher, mode: str) -> dict[str, Any]:
-    if mode == "dense":
-        return {}  # the dense path needs no keyword: runs on builds without lexical search too
-    if "mode" not in inspect.signature(searcher.search).parameters:
+    """The mode is always named where search knows modes (a profile's default mode may not be dense); a
+    search without modes is dense-only."""
+    if "mode" in inspect.signature(searcher.search).parameters:
+        return {"mode": mode}
+    if mode != "dense":
         raise EvalError(f"--mode {mode}: this build's search has no lexical (sparse/hybrid) retrieval")
-    return {"mode": mode}
+    return {}
 
 
 class EvalRun:
