@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vien.cli.main import main
 from vien.evaluation.compare import CompareError, compare_runs, load_run, markdown_table, plot_png
 from vien.evaluation.datasets import DatasetError, load_dataset
 from vien.evaluation.diacritics import strip_diacritics
@@ -346,11 +347,13 @@ def test_compare_table_and_plot_from_synthetic_runs(tmp_path):
         compare_runs([load_run(files[0]), load_run(files[1]), load_run(files[2])], resamples=100)
 
 
-def test_eval_cli_errors_are_one_line(tmp_path):
+def test_eval_cli_errors_are_one_line(tmp_path, capsys):
     root = write_dataset(tmp_path)
     (root / "dev" / "queries.jsonl").write_text('{"id": "q1", "text": "x"}\n{oops\n')
-    p = vien("eval", "--dataset", str(root), "--split", "dev", "--no-cache")
-    assert p.returncode == 1 and "Traceback" not in p.stderr
-    assert f"{root}/dev/queries.jsonl:2: not valid JSON" in p.stderr
-    p = vien("eval", "--dataset", str(root), "--split", "dev", "--dims", "1000", "--no-cache")
-    assert p.returncode == 1 and "--dims: profile 'e5-small': 1000 is out of range" in p.stderr
+    assert main(["eval", "--dataset", str(root), "--split", "dev", "--no-cache"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{root}/dev/queries.jsonl:2: not valid JSON" in err
+    assert main(["eval", "--dataset", str(root), "--split", "dev", "--dims", "1000", "--no-cache"]) == 1
+    assert "--dims: profile 'e5-small': 1000 is out of range; allowed 128..384" in capsys.readouterr().err
+    assert main(["eval", "--split", "dev"]) == 1
+    assert "--dataset DIR is required" in capsys.readouterr().err
