@@ -27,7 +27,7 @@ from vien.embedding.cache import QueryCache
 from vien.evaluation.datasets import Dataset, Doc, load_dataset
 from vien.evaluation.diacritics import strip_diacritics
 from vien.evaluation.embedding_cache import CachingDocEncoder, EmbeddingCache
-from vien.evaluation.eval_config import EvalConfigs, derive_configs
+from vien.evaluation.eval_config import derive_configs
 from vien.evaluation.metrics import METRICS, dedupe_doc_ids, mean_scores, score_query
 from vien.evaluation.query_path import InProcessQueryClient, NoDocumentClient, RoutedQueryEmbedder
 from vien.runtime.config import Settings
@@ -105,7 +105,7 @@ def _batches(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield items[i:i + n]
 
 
-def variant_label(opts: EvalOptions, cfgs: EvalConfigs) -> str:
+def variant_label(opts: EvalOptions) -> str:
     parts = [opts.mode]
     if opts.dims:
         parts.append(f"d{opts.dims}")
@@ -153,7 +153,6 @@ class EvalRun:
             tmp_root.mkdir(parents=True, exist_ok=True)
         docs = DocEmbedder(self.settings, self.cfgs.docs)
         qemb = QueryEmbedder(self.settings, self.cfgs.queries, QueryCache(None))
-        store: VectorStore | None = None
         try:
             with tempfile.TemporaryDirectory(prefix="vien-eval-store-", dir=tmp_root) as tmp:
                 t0 = time.perf_counter()
@@ -163,20 +162,20 @@ class EvalRun:
                     raise EvalError(f"doc-embedder not ready: {reason}")
                 await qemb.start()
                 store = await asyncio.to_thread(open_store, f"edge:{tmp}")
-                self.timings["start"] = time.perf_counter() - t0
-                encoder = CachingDocEncoder(docs, self.cfgs.docs, cache, self.cfgs.dims)
-                index = await self._index(ds, store, encoder)
-                router = Router(self.cfgs.queries, InProcessQueryClient(qemb), NoDocumentClient())
-                searcher = Searcher(self.cfgs.index, RoutedQueryEmbedder(router), store)
-                per_query = await self._search(ds, searcher)
+                try:
+                    self.timings["start"] = time.perf_counter() - t0
+                    encoder = CachingDocEncoder(docs, self.cfgs.docs, cache, self.cfgs.dims)
+                    index = await self._index(ds, store, encoder)
+                    router = Router(self.cfgs.queries, InProcessQueryClient(qemb), NoDocumentClient())
+                    searcher = Searcher(self.cfgs.index, RoutedQueryEmbedder(router), store)
+                    per_query = await self._search(ds, searcher)
+                finally:
+                    await asyncio.to_thread(store.close)  # before its directory is removed
         finally:
             with contextlib.suppress(Exception):
                 await qemb.close()
             with contextlib.suppress(Exception):
                 await docs.close()
-            if store is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(store.close)
             cache.close()
         self.timings["total"] = time.perf_counter() - t_all
         return {"summary": self._summary(ds, index, per_query, encoder), "per_query": per_query}
@@ -252,7 +251,7 @@ class EvalRun:
         dims = sorted({cfgs.dims[p] for p in profiles})
         return {
             "dataset": ds.name, "split": ds.split, "mode": o.mode, "profile": ",".join(profiles),
-            "label": o.label or variant_label(o, cfgs),
+            "label": o.label or variant_label(o),
             "dims": dims[0] if len(dims) == 1 else dims,
             "query_encoder": ",".join(sorted({cfgs.query_encoders[p] for p in profiles})),
             "document_encoder": ",".join(sorted({cfgs.docs.profiles[p].document_encoder for p in profiles})),
