@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[models,dev]'
+	$(PY) -m pip install -q -e '.[models,dev,eval]'
 	# `vien export-onnx` and its tests (torch CPU: the 2.13.0 wheel on disk; transformers from PyPI)
 	$(PY) -m pip install -q torch==2.13.0 'transformers>=4.51'
 	@touch $@

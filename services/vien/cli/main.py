@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vien.cli.export import add_parser as add_export
 
     add_export(sub)  # vien export-onnx (Qwen3-Embedding -> ONNX; needs the `export` extra)
+    from vien.cli.evaluate import add_parser as add_eval
+
+    add_eval(sub)  # vien eval, vien eval compare (retrieval quality, significance tests)
 
     s = sub.add_parser("serve", help="run one service in the foreground")
     s.add_argument("service", choices=["router", "query-embedder", "doc-embedder", "store", "search", "ingest",
