@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 from google.protobuf import struct_pb2
 
+from vien.runtime.auth import caller_tenant, forward_metadata
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument, UpstreamError
 from vien.runtime.grpc_client import aio_channel, remaining_timeout
@@ -27,7 +28,8 @@ class RouterQueryEmbedder:
         req = router_pb2.EmbedRequest(texts=[text], kind=common_pb2.EMBED_KIND_QUERY, profile=profile,
                                       dimensions=dimensions)
         try:
-            resp = await self.stub.Embed(req, timeout=timeout)
+            # The caller's own key goes on to the router (an edge too), so the router checks the real caller.
+            resp = await self.stub.Embed(req, timeout=timeout, metadata=forward_metadata() or None)
         except grpc.aio.AioRpcError as exc:
             details = (exc.details() or "").replace("texts[0]", "query")
             raise UpstreamError(exc.code(), details) from None
@@ -51,8 +53,10 @@ class SearchServicer:
             raise InvalidArgument("mode", f"{search_pb2.SearchMode.Name(request.mode)} is not available yet; "
                                   "use SEARCH_MODE_DENSE")
         with RPC_LATENCY.labels("search", "Search").time():
+            # With API keys the key's tenant is THE tenant: an empty field means the caller's, another is refused.
+            tenant = caller_tenant(request.tenant)
             res = await self.app.searcher.search(
-                request.query, request.tenant, request.top_k, request.lang, dict(request.metadata_filter),
+                request.query, tenant, request.top_k, request.lang, dict(request.metadata_filter),
                 request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0),
             )
         return search_pb2.SearchResponse(
@@ -66,6 +70,7 @@ class SearchServicer:
 
 class SearchApp:
     name = "search"
+    edge = True  # API keys checked by run_app; the key's tenant scopes every search
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -4,7 +4,8 @@ Each service is a `GrpcApp`: plain logic plus a thin servicer. This module gives
 same server: OpenTelemetry interceptor, message size limits, grpc.health.v1 (NOT_SERVING until the
 app has loaded its models), reflection, graceful shutdown on SIGTERM/SIGINT, and one error mapping
 (domain errors -> status codes, undecodable requests -> INVALID_ARGUMENT, never a bare INTERNAL for
-a client's mistake).
+a client's mistake). Edges (an app with `edge = True`: router, search) check API keys on every call
+of their own services (vien.runtime.auth); health and reflection stay open. TLS/mTLS from Settings.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,9 +27,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
+from vien.runtime.auth import ApiKeys, Caller, authorization_of, set_caller
 from vien.runtime.config import Settings
 from vien.runtime.errors import ResourceExhausted, VienError
 from vien.runtime.telemetry import server_interceptors
+from vien.runtime.tls import server_credentials
 
 log = logging.getLogger("vien.server")
 
@@ -106,8 +110,25 @@ def _undecodable_message(req: _Undecodable) -> str:
     return f"request: not a valid {req.type_name} message ({req.error})"
 
 
-def _wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+async def _authenticate(keys: ApiKeys | None, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Check the caller's key (edges only) and remember the caller for this RPC's task."""
+    if keys is None or not keys.enabled:
+        set_caller(None)
+        return
+    authorization = authorization_of(context.invocation_metadata())
+    try:
+        tenant = keys.authenticate(authorization)
+    except VienError as exc:
+        # The peer, never the key: a log line must not leak what was sent.
+        log.warning("unauthenticated call to %s from %s: %s", method, context.peer(), exc.message)
+        await context.abort(exc.code, exc.message)
+    set_caller(Caller(tenant, authorization or ""))
+
+
+def _wrap_unary(fn: Callable[..., Awaitable[Any]], keys: ApiKeys | None = None, method: str = ""
+                ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _authenticate(keys, context, method)
         if isinstance(request, _Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(request))
         try:
@@ -120,8 +141,11 @@ def _wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     return handler
 
 
-def _wrap_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], keys: ApiKeys | None = None, method: str = ""
+                 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await _authenticate(keys, context, method)
+
         async def checked() -> AsyncIterator[Any]:
             async for req in request_iterator:
                 if isinstance(req, _Undecodable):
@@ -139,21 +163,22 @@ def _wrap_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIt
     return handler
 
 
-def _method_handler(method: MethodDescriptor, impl: object) -> grpc.RpcMethodHandler:
+def _method_handler(method: MethodDescriptor, impl: object, keys: ApiKeys | None = None) -> grpc.RpcMethodHandler:
     req_cls = message_factory.GetMessageClass(method.input_type)
     resp_cls = message_factory.GetMessageClass(method.output_type)
     fn = getattr(impl, method.name)
     deser = _safe_deserializer(req_cls)
     ser = resp_cls.SerializeToString
     if method.client_streaming and method.server_streaming:
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(fn), deser, ser)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(fn, keys, method.full_name), deser, ser)
     if method.client_streaming or method.server_streaming:
         raise NotImplementedError(f"{method.full_name}: half-streaming methods are not used by vien")
-    return grpc.unary_unary_rpc_method_handler(_wrap_unary(fn), deser, ser)
+    return grpc.unary_unary_rpc_method_handler(_wrap_unary(fn, keys, method.full_name), deser, ser)
 
 
-def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: object) -> None:
-    handlers = {m.name: _method_handler(m, impl) for m in service.methods}
+def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: object,
+                keys: ApiKeys | None = None) -> None:
+    handlers = {m.name: _method_handler(m, impl, keys) for m in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
@@ -167,27 +192,43 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+def edge_keys(app: GrpcApp, settings: Settings) -> ApiKeys | None:
+    """The API keys an edge app checks (None for an internal service); warns once in open mode."""
+    if not getattr(app, "edge", False):
+        return None
+    keys = ApiKeys.load(settings.config, os.environ)
+    if not keys.enabled:
+        log.warning("no API keys configured (auth.api_keys, VIEN_API_KEYS): %s is open to anyone who can "
+                    "reach it, and requests choose their own tenant", app.name)
+    else:
+        log.info("%s checks API keys (%d key(s))", app.name, len(keys))
+    return keys
+
+
 async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None = None,
                   ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve `app` until SIGTERM/SIGINT (or `stop` is set); health is NOT_SERVING until start() returns."""
+    keys = edge_keys(app, settings)
+    creds = server_credentials(settings)
     server = grpc.aio.server(interceptors=server_interceptors(), options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []
     for desc, impl in app.services():
-        add_service(server, desc, impl)
+        add_service(server, desc, impl, keys)
         names.append(desc.full_name)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     address = f"{host or settings.host}:{port}"
-    bound = server.add_insecure_port(address)
+    bound = server.add_insecure_port(address) if creds is None else server.add_secure_port(address, creds)
     if bound == 0:
         raise OSError(f"cannot bind {address}")
     reporter = HealthReporter(health_servicer, names)
     await reporter.set(False)
     await server.start()
-    log.info("listening on %s:%d (%s)", host or settings.host, bound, app.name)
+    log.info("listening on %s:%d (%s, %s)", host or settings.host, bound, app.name,
+             "plaintext" if creds is None else ("mTLS" if settings.tls_client_auth else "TLS"))
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
