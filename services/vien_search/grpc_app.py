@@ -50,7 +50,10 @@ class SearchServicer:
     async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> search_pb2.SearchResponse:
         if request.mode not in (search_pb2.SEARCH_MODE_UNSPECIFIED, search_pb2.SEARCH_MODE_DENSE):
-            raise InvalidArgument("mode", f"{search_pb2.SearchMode.Name(request.mode)} is not available yet; "
+            # An enum number unknown to this build arrives as is (proto3 open enums): no Name() for it.
+            names = {v: n for n, v in search_pb2.SearchMode.items()}
+            name = names.get(request.mode, f"mode number {request.mode}")
+            raise InvalidArgument("mode", f"{name} is not available yet; "
                                   "use SEARCH_MODE_DENSE")
         with RPC_LATENCY.labels("search", "Search").time():
             # With API keys the key's tenant is THE tenant: an empty field means the caller's, another is refused.
