@@ -143,8 +143,12 @@ def struct_pack(x: float) -> bytes:
 sparse = st.builds(store_pb2.StoreSparseVector, indices=st.lists(st.integers(0, 2**32 - 1), max_size=6),
                    values=st.lists(floats, max_size=6))
 coll = st.one_of(st.sampled_from(["fuzz_a", "fuzz_b", "", "../etc", "a" * 200, "x y"]), st.text(max_size=20))
-payloads = st.dictionaries(st.text(max_size=8), st.one_of(st.text(max_size=20), st.integers(-10, 10), st.none()),
-                           max_size=4).map(lambda d: _struct(d))
+non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
+payload_values = st.one_of(st.text(max_size=20), st.integers(-10, 10), st.none(), st.booleans(), floats.map(float),
+                           non_finite, st.lists(non_finite, min_size=1, max_size=2),
+                           st.lists(floats.map(float), max_size=3),
+                           st.dictionaries(st.text(max_size=5), floats.map(float), max_size=2))
+payloads = st.dictionaries(st.text(max_size=8), payload_values, max_size=4).map(lambda d: _struct(d))
 
 
 def _struct(d: dict) -> struct_pb2.Struct:
@@ -155,14 +159,21 @@ def _struct(d: dict) -> struct_pb2.Struct:
 
 points = st.builds(store_pb2.StorePoint, id=st.one_of(st.uuids().map(str), st.text(max_size=20)), vector=vec_bytes(),
                    payload=payloads, sparse=sparse)
+# Points that pass the cheap checks (a UUID, 4 float32s for the 4-d collection fuzz_a), so that the
+# payload, the sparse vector and the engine itself get exercised too.
+four_floats = st.lists(floats, min_size=4, max_size=4).map(lambda xs: b"".join(struct_pack(x) for x in xs))
+good_points = st.builds(store_pb2.StorePoint, id=st.uuids().map(str), vector=four_floats, payload=payloads,
+                        sparse=sparse)
 STORE = {
     "EnsureCollection": ser(st.builds(store_pb2.EnsureCollectionRequest, collection=coll,
                                       dims=st.one_of(st.sampled_from([0, 1, 4, 8]), u32), sparse=st.booleans())),
-    "Upsert": ser(st.builds(store_pb2.UpsertRequest, collection=coll, points=st.lists(points, max_size=4))),
+    "Upsert": ser(st.builds(store_pb2.UpsertRequest, collection=coll | st.just("fuzz_a"),
+                            points=st.lists(good_points | points, min_size=1, max_size=4))),
     "Delete": ser(st.builds(store_pb2.DeleteRequest, collection=coll, ids=st.lists(st.text(max_size=40), max_size=3),
                             tenant=names, doc_id=names)),
     "DocChunks": ser(st.builds(store_pb2.DocChunksRequest, collection=coll, tenant=names, doc_id=names)),
-    "Query": ser(st.builds(store_pb2.QueryRequest, collection=coll, mode=st.integers(0, 4), vector=vec_bytes(),
+    "Query": ser(st.builds(store_pb2.QueryRequest, collection=coll | st.just("fuzz_a"), mode=st.integers(0, 4),
+                           vector=vec_bytes() | four_floats,
                            sparse=sparse, top_k=u32, filter=store_filter(), prefetch_k=u32)),
     "Count": ser(st.builds(store_pb2.CountRequest, collection=coll, filter=store_filter())),
     "ListCollections": ser(st.just(store_pb2.ListCollectionsRequest())),
@@ -230,6 +241,9 @@ def fuzz_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             pytest.fail(f"store did not start: {log.read_text()[-2000:]}")
         time.sleep(0.1)
+    with grpc.insecure_channel(address) as ch:
+        ch.unary_unary("/vien.v1.VectorStore/EnsureCollection")(
+            store_pb2.EnsureCollectionRequest(collection="fuzz_a", dims=4, sparse=True).SerializeToString(), timeout=30)
     yield address
     assert proc.poll() is None, f"the store died: {log.read_text()[-3000:]}"
     assert grpc_serving(address, timeout=10)
@@ -370,7 +384,8 @@ events = st.builds(DocumentEvent, op=st.integers(0, 4), doc_id=names, version=st
                    metadata=payloads, event_time_ms=st.integers(-(2**63), 2**63 - 1), profile=names)
 valid_events = st.builds(DocumentEvent, op=st.sampled_from([1, 2]), doc_id=st.sampled_from(["d1", "d2", "d3"]),
                          version=st.integers(0, 5), tenant=st.sampled_from(["t1", "t2"]),
-                         text=st.text(min_size=1, max_size=100), lang=st.sampled_from(["", "vi", "en"]))
+                         text=st.text(min_size=1, max_size=100), lang=st.sampled_from(["", "vi", "en"]),
+                         metadata=payloads)
 record_values = st.one_of(ser(events), ser(valid_events), st.binary(max_size=300), mutated(ser(valid_events)),
                           st.none(), st.tuples(st.sampled_from([2, 4, 5, 6, 7, 10]), invalid_utf8, ser(valid_events))
                           .map(lambda t: t[2] + raw_field(t[0], t[1])))
@@ -388,3 +403,29 @@ def test_ingest_processor_events(processor, values, headers) -> None:
         assert reason and code and rec in records
     # every record is accounted for: applied, skipped as stale/unchanged, or dead-lettered with a reason
     assert out.upserted_docs + out.deleted_docs + out.stale + out.unchanged + len(out.dead) >= len(records)
+
+
+# ---- the bugs fuzzing found, pinned as plain regressions ---------------------------------------------
+
+
+def test_regressions_found_by_fuzzing() -> None:
+    from vien.ingest_logic.events import PoisonEvent, decode_event
+    from vien.runtime.errors import InvalidArgument
+    from vien.store import wire
+
+    # a vector whose byte length is not a multiple of 4 (store Query/Upsert answered INTERNAL)
+    with pytest.raises(InvalidArgument, match=r"^points\[2\]\.vector: 5 bytes"):
+        wire.point_from_pb(store_pb2.StorePoint(id="x", vector=b"12345"), "points[2]")
+    # NaN/Infinity in a point payload (store Upsert answered INTERNAL)
+    nan_payload = struct_pb2.Struct()
+    nan_payload.update({"score": math.nan})
+    with pytest.raises(InvalidArgument, match=r"^points\[0\]\.payload: not JSON"):
+        wire.point_from_pb(store_pb2.StorePoint(id="x", vector=b"\0" * 16, payload=nan_payload))
+    # NaN/Infinity in event metadata: raised inside the ingest batch, the worker exited and, restarted,
+    # met the same event again: one event stopped ingestion for good. Now it is dead-lettered.
+    meta = struct_pb2.Struct()
+    meta.update({"ok": 1, "nested": {"list": [1.0, math.inf]}})
+    ev = DocumentEvent(op=DocumentEvent.OP_UPSERT, doc_id="d", tenant="t", text="x", metadata=meta)
+    with pytest.raises(PoisonEvent, match=r"metadata\.nested\.list\[1\]: NaN and Infinity") as err:
+        decode_event(ev.SerializeToString())
+    assert err.value.code == "metadata_not_finite"

@@ -24,6 +24,8 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vien.cli.documents import stats
 from vien.cli.supervisor import free_port, grpc_serving, http_ready
@@ -289,3 +291,14 @@ def test_oversize_requests_are_refused_on_each_transport(edges) -> None:
     assert status == 413 and answer["error"]["code"] == "request_too_large"
     assert f"limit of {LIMIT} bytes" in answer["error"]["message"]
     assert len(_embed(edges.router, KEY_A).embeddings) == 1  # still serving
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(auth=st.one_of(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80),
+                      st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=60)
+                      .map(lambda k: f"Bearer {k}")))
+def test_random_authorization_values_are_unauthenticated(edges, auth) -> None:
+    with grpc.insecure_channel(edges.search) as ch, pytest.raises(grpc.RpcError) as err:
+        search_pb2_grpc.SearchStub(ch).Search(search_pb2.SearchRequest(query="x"), timeout=30,
+                                              metadata=[("authorization", auth)])
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()

@@ -54,8 +54,12 @@ def vector_from_bytes(data: bytes, field: str = "vector") -> np.ndarray:
 
 
 def point_from_pb(msg: store_pb2.StorePoint, field: str = "points[0]") -> Point:
-    return Point(msg.id, vector_from_bytes(msg.vector, f"{field}.vector"), dict_of(msg.payload),
-                 sparse_from_pb(msg.sparse, msg.HasField("sparse")))
+    vector = vector_from_bytes(msg.vector, f"{field}.vector")
+    try:
+        payload = dict_of(msg.payload)
+    except ValueError as exc:  # NaN/Infinity numbers: a payload must be JSON
+        raise InvalidArgument(f"{field}.payload", f"not JSON-representable ({exc})") from None
+    return Point(msg.id, vector, payload, sparse_from_pb(msg.sparse, msg.HasField("sparse")))
 
 
 def filter_to_pb(f: SearchFilter) -> store_pb2.StoreFilter:
