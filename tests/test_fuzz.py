@@ -360,6 +360,34 @@ def test_http_embeddings(fuzz_mesh, body, content_type) -> None:
         assert set(answer["error"]) == {"message", "type", "param", "code"} and answer["error"]["message"]
 
 
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+@fuzz(80)
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
+       path=st.one_of(st.sampled_from(["/v1/embeddings", "/embeddings", "/v1/models", "/v1/models/e5-small",
+                                       "/v1/models/", "/healthz", "/", "/v1/models/%00", "/v1//embeddings"]),
+                      header_text.map(lambda p: "/" + p.replace(" ", "%20").replace("#", "").replace("?", ""))),
+       headers=st.dictionaries(st.sampled_from(["authorization", "x-stainless-read-timeout", "x-request-timeout",
+                                                "content-type", "traceparent"]),
+                               header_text, max_size=3))
+def test_http_routes_and_headers(fuzz_mesh, method, path, headers) -> None:
+    import http.client
+
+    host, port = fuzz_mesh["http"].rsplit(":", 1)
+    body = json.dumps({"model": "e5-small", "input": "xin chào"}).encode() if method == "POST" else None
+    conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        status, raw = r.status, r.read()
+    finally:
+        conn.close()
+    assert status < 500 or status in (503, 504), (method, path, headers, status, raw[:300])
+    answer = json.loads(raw)
+    assert status == 200 or answer.get("error", {}).get("message") or answer.get("status"), answer
+
+
 # ---- Kafka events into the ingest processor ----------------------------------------------------------
 
 
