@@ -328,13 +328,19 @@ embedding_bodies = st.fixed_dictionaries(
               "vien_truncate": json_values, "extra": json_values})
 
 
-def _post(address: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+                      max_size=40)
+extra_headers = st.dictionaries(st.sampled_from(["authorization", "x-stainless-read-timeout", "x-request-timeout",
+                                                 "traceparent"]), header_text, max_size=2)
+
+
+def _post(address: str, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> tuple[int, bytes]:
     import http.client
 
     host, port = address.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
     try:
-        conn.request("POST", "/v1/embeddings", body=body, headers={"content-type": content_type})
+        conn.request("POST", "/v1/embeddings", body=body, headers={"content-type": content_type, **(extra or {})})
         r = conn.getresponse()
         return r.status, r.read()
     finally:
@@ -348,10 +354,10 @@ def _post(address: str, body: bytes, content_type: str) -> tuple[int, bytes]:
                                        b'{"model":"e5-small","input":"\\ud800"}',
                                        b'{"model":"e5-small","input":"x","dimensions":1e400}']),
                       mutated(embedding_bodies.map(lambda d: json.dumps(d).encode()))),
-       content_type=st.sampled_from(["application/json", "text/plain", ""]))
-def test_http_embeddings(fuzz_mesh, body, content_type) -> None:
-    status, raw = _post(fuzz_mesh["http"], body, content_type)
-    assert status in (200, 400, 404, 413, 422, 429), (status, raw[:500])
+       content_type=st.sampled_from(["application/json", "text/plain", ""]), extra=extra_headers)
+def test_http_embeddings(fuzz_mesh, body, content_type, extra) -> None:
+    status, raw = _post(fuzz_mesh["http"], body, content_type, extra)
+    assert status in (200, 400, 404, 413, 422, 429, 504), (status, raw[:500])
     answer = json.loads(raw)
     if status == 200:
         assert answer["object"] == "list" and all(
@@ -360,17 +366,13 @@ def test_http_embeddings(fuzz_mesh, body, content_type) -> None:
         assert set(answer["error"]) == {"message", "type", "param", "code"} and answer["error"]["message"]
 
 
-header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
-
-
 @fuzz(80)
 @given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
        path=st.one_of(st.sampled_from(["/v1/embeddings", "/embeddings", "/v1/models", "/v1/models/e5-small",
                                        "/v1/models/", "/healthz", "/", "/v1/models/%00", "/v1//embeddings"]),
-                      header_text.map(lambda p: "/" + p.replace(" ", "%20").replace("#", "").replace("?", ""))),
-       headers=st.dictionaries(st.sampled_from(["authorization", "x-stainless-read-timeout", "x-request-timeout",
-                                                "content-type", "traceparent"]),
-                               header_text, max_size=3))
+                      st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40)
+                      .map(lambda p: "/" + p.replace("#", "").replace("?", ""))),
+       headers=extra_headers)
 def test_http_routes_and_headers(fuzz_mesh, method, path, headers) -> None:
     import http.client
 
@@ -386,6 +388,15 @@ def test_http_routes_and_headers(fuzz_mesh, method, path, headers) -> None:
     assert status < 500 or status in (503, 504), (method, path, headers, status, raw[:300])
     answer = json.loads(raw)
     assert status == 200 or answer.get("error", {}).get("message") or answer.get("status"), answer
+
+
+@fuzz(60)
+@given(extra=st.dictionaries(st.sampled_from(["authorization", "x-stainless-read-timeout", "x-request-timeout",
+                                              "traceparent", "tracestate"]), header_text, min_size=1, max_size=3))
+def test_http_headers_of_a_valid_request(fuzz_mesh, extra) -> None:
+    body = json.dumps({"model": "e5-small", "input": "xin chào", "encoding_format": "float"}).encode()
+    status, raw = _post(fuzz_mesh["http"], body, "application/json", extra)
+    assert status in (200, 400, 429, 504), (extra, status, raw[:300])
 
 
 # ---- Kafka events into the ingest processor ----------------------------------------------------------

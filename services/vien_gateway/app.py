@@ -145,7 +145,7 @@ class GatewayApp:
                 authorization = _header(scope, b"authorization")
                 tenant = authenticate(self.keys, authorization)
                 body = await _read_body(receive, self.max_body, _header(scope, b"content-length"))
-                status, payload = 200, await self._embeddings(scope, body, authorization if tenant else None)
+                status, payload = 200, await self._embeddings(scope, body, authorization)
             elif path in ("/v1/models", "/models"):
                 route = "/v1/models"
                 self._method(method, "GET", path)
@@ -191,8 +191,10 @@ class GatewayApp:
         req = router_pb2.EmbedRequest(texts=call.texts, kind=_KIND[call.kind], profile=call.profile,
                                       dimensions=call.dimensions, strict=call.strict)
         timeout = request_timeout(_header(scope, b"x-stainless-read-timeout") or _header(scope, b"x-request-timeout"))
-        # The caller's own key goes on to the router, an edge that checks it too (same key set).
-        metadata: list[tuple[str, str]] = [(AUTHORIZATION, authorization)] if authorization else []
+        # The caller's own key goes on to the router, an edge that checks it too (same key set). gRPC
+        # metadata is printable ASCII only: anything else cannot be a key the router knows.
+        forward = authorization is not None and authorization.isascii() and authorization.isprintable()
+        metadata: list[tuple[str, str]] = [(AUTHORIZATION, authorization.strip())] if forward and authorization else []
         assert self.stub is not None
         t0 = time.perf_counter()
         try:
