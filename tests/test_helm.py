@@ -547,6 +547,13 @@ def test_gateway_api_keys_come_from_secrets_never_plain_env(variant):
     acme = env["VIEN_ACME_API_KEY"]
     assert "value" not in acme
     assert acme["valueFrom"]["secretKeyRef"] == {"name": "acme-keys", "key": "key", "optional": False}
+    # router and search are edges too (same key set: the gateway forwards the caller's key to the router)
+    deps = vien_deployments(objs)
+    for edge in ("router", "search"):
+        edge_env = env_of(pod_spec(deps[edge])["containers"][0])
+        assert edge_env["VIEN_API_KEYS"] == keys and edge_env["VIEN_ACME_API_KEY"] == acme, edge
+    for internal in ("query-embedder", "doc-embedder", "ingest"):  # trust the mesh (NetworkPolicy, mTLS)
+        assert "VIEN_API_KEYS" not in env_of(pod_spec(deps[internal])["containers"][0]), internal
     for e in c["env"]:
         if SECRETISH.search(e["name"]):
             assert "value" not in e and "secretKeyRef" in e["valueFrom"], f"gateway: {e['name']} in plain env"

@@ -21,14 +21,13 @@ import yaml
 from openai import OpenAI
 
 from vien.cli.supervisor import free_port, http_ready
+from vien.runtime.auth import ApiKeys, parse_api_keys
 from vien.runtime.config import ConfigError, VienConfig, default_config_path, load_config
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 from vien_gateway.logic import (
     ApiError,
     authenticate,
     error_from_status,
-    load_api_keys,
-    parse_api_keys,
     parse_embeddings_request,
     request_timeout,
 )
@@ -308,8 +307,8 @@ def test_keys_timeouts_and_config_validation() -> None:
     with pytest.raises(ConfigError):
         parse_api_keys(":nokey")
     cfg = load_config()
-    assert authenticate({}, None) == ""  # no keys: open
-    keys = load_api_keys(cfg, {"VIEN_API_KEYS": "acme:sk-1"})
+    assert authenticate(ApiKeys(), None) == ""  # no keys: open
+    keys = ApiKeys.load(cfg, {"VIEN_API_KEYS": "acme:sk-1"})
     assert authenticate(keys, "Bearer sk-1") == "acme"
     for bad in (None, "Bearer sk-2", "sk-1"):
         with pytest.raises(ApiError) as err:
@@ -326,6 +325,6 @@ def test_keys_timeouts_and_config_validation() -> None:
             VienConfig.model_validate({**raw, "openai": openai_section})
     keyed = VienConfig.model_validate({**raw, "openai": {"api_keys": [{"tenant": "t", "key_env": "NOPE_X"}]}})
     with pytest.raises(ConfigError, match="NOPE_X"):
-        load_api_keys(keyed, {})
+        ApiKeys.load(keyed, {})
     call = parse_embeddings_request({"model": ALIAS, "input": "x", "dimensions": 384}, cfg)
     assert call.profile == "e5-small" and call.strict and call.single and call.kind == "query"

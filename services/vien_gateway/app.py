@@ -19,10 +19,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 from prometheus_client import Counter
 
+from vien.runtime.auth import AUTHORIZATION, ApiKeys
 from vien.runtime.config import Settings
 from vien.runtime.grpc_client import channel_options
 from vien.runtime.metrics import RPC_LATENCY
 from vien.runtime.telemetry import tracing_enabled
+from vien.runtime.tls import aio_channel_for
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 from vien_gateway.logic import (
     QUERY,
@@ -30,7 +32,6 @@ from vien_gateway.logic import (
     authenticate,
     embeddings_response,
     error_from_status,
-    load_api_keys,
     model_object,
     models_list,
     parse_embeddings_request,
@@ -57,7 +58,15 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body: larger than the limit of {limit} bytes (VIEN_MAX_MESSAGE_BYTES)",
+                    param=None, code="request_too_large")
+
+
+async def _read_body(receive: Receive, limit: int, content_length: str | None = None) -> bytes:
+    # A declared length over the limit is refused before reading a byte; chunked bodies are counted.
+    if content_length is not None and content_length.strip().isdigit() and int(content_length) > limit:
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -67,8 +76,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunk = msg.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"request body: larger than the limit of {limit} bytes", param=None,
-                           code="request_too_large")
+            raise _too_large(limit)
         chunks.append(chunk)
         if not msg.get("more_body", False):
             return b"".join(chunks)
@@ -77,10 +85,10 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 class GatewayApp:
     """ASGI app: `POST /v1/embeddings`, `GET /v1/models[/{id}]`, `GET /healthz`."""
 
-    def __init__(self, settings: Settings, api_keys: dict[bytes, str] | None = None) -> None:
+    def __init__(self, settings: Settings, api_keys: ApiKeys | None = None) -> None:
         self.settings = settings
         self.config = settings.config
-        self.keys = api_keys if api_keys is not None else load_api_keys(self.config, os.environ)
+        self.keys = api_keys if api_keys is not None else ApiKeys.load(self.config, os.environ)
         self.max_body = settings.max_message_bytes
         self.channel: grpc.aio.Channel | None = None
         self.stub: router_pb2_grpc.RouterStub | None = None
@@ -91,7 +99,7 @@ class GatewayApp:
     async def startup(self) -> None:
         # No client interceptor: grpc.aio interceptors cost ~0.3 ms a call, so the span and the trace
         # context (metadata) are done by hand in _embeddings.
-        self.channel = grpc.aio.insecure_channel(self.settings.router_addr, options=channel_options(self.settings))
+        self.channel = aio_channel_for(self.settings.router_addr, self.settings, channel_options(self.settings))
         self.stub = router_pb2_grpc.RouterStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         log.info("gateway to router at %s (%d API key(s))", self.settings.router_addr, len(self.keys))
@@ -134,9 +142,10 @@ class GatewayApp:
             if path in ("/v1/embeddings", "/embeddings"):
                 route = "/v1/embeddings"
                 self._method(method, "POST", path)
-                tenant = authenticate(self.keys, _header(scope, b"authorization"))
-                body = await _read_body(receive, self.max_body)
-                status, payload = 200, await self._embeddings(scope, body, tenant)
+                authorization = _header(scope, b"authorization")
+                tenant = authenticate(self.keys, authorization)
+                body = await _read_body(receive, self.max_body, _header(scope, b"content-length"))
+                status, payload = 200, await self._embeddings(scope, body, authorization)
             elif path in ("/v1/models", "/models"):
                 route = "/v1/models"
                 self._method(method, "GET", path)
@@ -172,7 +181,7 @@ class GatewayApp:
         if got != want:
             raise ApiError(405, f"{path}: method {got} not allowed; use {want}", code="method_not_allowed")
 
-    async def _embeddings(self, scope: Scope, body: bytes, tenant: str) -> bytes:
+    async def _embeddings(self, scope: Scope, body: bytes, authorization: str | None) -> bytes:
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -182,7 +191,10 @@ class GatewayApp:
         req = router_pb2.EmbedRequest(texts=call.texts, kind=_KIND[call.kind], profile=call.profile,
                                       dimensions=call.dimensions, strict=call.strict)
         timeout = request_timeout(_header(scope, b"x-stainless-read-timeout") or _header(scope, b"x-request-timeout"))
-        metadata: list[tuple[str, str]] = [("x-vien-tenant", tenant)] if tenant else []
+        # The caller's own key goes on to the router, an edge that checks it too (same key set). gRPC
+        # metadata is printable ASCII only: anything else cannot be a key the router knows.
+        forward = authorization is not None and authorization.isascii() and authorization.isprintable()
+        metadata: list[tuple[str, str]] = [(AUTHORIZATION, authorization.strip())] if forward and authorization else []
         assert self.stub is not None
         t0 = time.perf_counter()
         code = "OK"  # the router's status, for vien_rpc_latency_seconds{service="gateway"}

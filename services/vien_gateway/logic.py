@@ -8,10 +8,9 @@ the thin ASGI layer around it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,9 @@ import numpy as np
 import orjson
 
 from vien.embedding.requests import check_texts, resolve_dims
-from vien.runtime.config import ConfigError, VienConfig
-from vien.runtime.errors import InvalidArgument
+from vien.runtime.auth import ApiKeys
+from vien.runtime.config import VienConfig
+from vien.runtime.errors import InvalidArgument, Unauthenticated
 
 QUERY, DOCUMENT = "query", "document"
 DEFAULT_TIMEOUT_S = 30.0
@@ -251,53 +251,19 @@ def error_from_status(code: str, details: str, retry_after_ms: int | None = None
     return ApiError(status, details, type_, None, err_code)
 
 
-def parse_api_keys(raw: str) -> list[tuple[str, str]]:
-    """VIEN_API_KEYS="tenant:key,tenant2:key2" -> [(tenant, key)]; a bare key belongs to tenant 'default'."""
-    out = []
-    for i, item in enumerate(x.strip() for x in raw.split(",")):
-        if not item:
-            continue
-        tenant, sep, key = item.partition(":")
-        if not sep:
-            tenant, key = "default", item
-        if not tenant.strip() or not key.strip():
-            raise ConfigError(f"environment VIEN_API_KEYS item {i}: expected tenant:key")
-        out.append((tenant.strip(), key.strip()))
-    return out
+def authenticate(keys: ApiKeys, authorization: str | None) -> str:
+    """The tenant of `Authorization: Bearer <key>` ("" when no keys are configured: open endpoint).
 
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8")).digest()
-
-
-def load_api_keys(config: VienConfig, environ: Mapping[str, str]) -> dict[bytes, str]:
-    """sha256(key) -> tenant, from config `openai.api_keys` and VIEN_API_KEYS. Empty = open endpoint."""
-    keys: dict[bytes, str] = {}
-    for i, k in enumerate(config.openai.api_keys):
-        key = k.key
-        if k.key_env is not None:
-            key = environ.get(k.key_env, "").strip()
-            if not key:
-                raise ConfigError(f"openai.api_keys[{i}].key_env: environment variable {k.key_env} is not set")
-        assert key is not None
-        keys[_digest(key)] = k.tenant
-    for tenant, key in parse_api_keys(environ.get("VIEN_API_KEYS", "")):
-        keys[_digest(key)] = tenant
-    return keys
-
-
-def authenticate(keys: Mapping[bytes, str], authorization: str | None) -> str:
-    """The tenant of `Authorization: Bearer <key>` ("" when no keys are configured: open endpoint)."""
-    if not keys:
+    The same key set and check as the gRPC edges (vien.runtime.auth), answered the way OpenAI does."""
+    if not keys.enabled:
         return ""
-    if not authorization:
+    if not authorization or not authorization.strip():
         raise ApiError(401, "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
                        code="missing_api_key")
-    scheme, _, key = authorization.strip().partition(" ")
-    tenant = keys.get(_digest(key.strip())) if scheme.lower() == "bearer" else None
-    if tenant is None:
-        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
-    return tenant
+    try:
+        return keys.authenticate(authorization)
+    except Unauthenticated:
+        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key") from None
 
 
 def request_timeout(header: str | None, default: float = DEFAULT_TIMEOUT_S) -> float:

@@ -6,13 +6,13 @@ import logging
 import os
 import signal
 
+from vien.runtime.auth import ApiKeys
 from vien.runtime.config import Settings
 from vien.runtime.logs import setup_logging
 from vien.runtime.metrics import serve_metrics
 from vien.runtime.registry import port_of
 from vien.runtime.telemetry import setup_tracing, shutdown_tracing
 from vien_gateway.app import GatewayApp
-from vien_gateway.logic import load_api_keys
 
 log = logging.getLogger("vien.gateway")
 
@@ -24,11 +24,11 @@ def serve(port: int | None = None, host: str | None = None, metrics_port: int | 
     setup_logging("gateway", settings.log_level)
     setup_tracing("gateway")
     config = settings.config  # fail fast on a bad profiles file, before binding a port
-    keys = load_api_keys(config, os.environ)
+    keys = ApiKeys.load(config, os.environ)
     host = host or settings.host
     port = port if port is not None else port_of(settings.http_addr)
     if not keys:
-        log.warning("no API keys configured (openai.api_keys, VIEN_API_KEYS): http://%s:%d/v1/embeddings is "
+        log.warning("no API keys configured (auth.api_keys, VIEN_API_KEYS): http://%s:%d/v1/embeddings is "
                     "open to anyone who can reach it", host, port)
     if metrics_port is None and os.environ.get("VIEN_METRICS_PORT"):
         metrics_port = int(os.environ["VIEN_METRICS_PORT"])

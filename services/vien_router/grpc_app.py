@@ -121,6 +121,7 @@ class RouterServicer:
 
 class RouterApp:
     name = "router"
+    edge = True  # API keys checked by run_app (vien.runtime.auth); the embedders behind it trust the mesh
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 from google.protobuf import struct_pb2
 
+from vien.runtime.auth import caller_tenant, forward_metadata
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument, UpstreamError
 from vien.runtime.grpc_client import aio_channel, remaining_timeout
@@ -27,7 +28,8 @@ class RouterQueryEmbedder:
         req = router_pb2.EmbedRequest(texts=[text], kind=common_pb2.EMBED_KIND_QUERY, profile=profile,
                                       dimensions=dimensions)
         try:
-            resp = await self.stub.Embed(req, timeout=timeout)
+            # The caller's own key goes on to the router (an edge too), so the router checks the real caller.
+            resp = await self.stub.Embed(req, timeout=timeout, metadata=forward_metadata() or None)
         except grpc.aio.AioRpcError as exc:
             details = (exc.details() or "").replace("texts[0]", "query")
             raise UpstreamError(exc.code(), details) from None
@@ -48,13 +50,18 @@ class SearchServicer:
     async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> search_pb2.SearchResponse:
         if request.mode not in (search_pb2.SEARCH_MODE_UNSPECIFIED, search_pb2.SEARCH_MODE_DENSE):
-            raise InvalidArgument("mode", f"{search_pb2.SearchMode.Name(request.mode)} is not available yet; "
+            # An enum number unknown to this build arrives as is (proto3 open enums): no Name() for it.
+            names = {v: n for n, v in search_pb2.SearchMode.items()}
+            name = names.get(request.mode, f"mode number {request.mode}")
+            raise InvalidArgument("mode", f"{name} is not available yet; "
                                   "use SEARCH_MODE_DENSE")
+        # With API keys the key's tenant is THE tenant: an empty field means the caller's, another is refused.
+        tenant = caller_tenant(request.tenant)
         res = await self.app.searcher.search(
-            request.query, request.tenant, request.top_k, request.lang, dict(request.metadata_filter),
+            request.query, tenant, request.top_k, request.lang, dict(request.metadata_filter),
             request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0),
         )
-        annotate({ATTR_PROFILE: res.profile, ATTR_LANG: res.query_lang, "vien.tenant": request.tenant,
+        annotate({ATTR_PROFILE: res.profile, ATTR_LANG: res.query_lang, "vien.tenant": tenant,
                   "vien.top_k": request.top_k, "vien.hits": len(res.hits)})
         return search_pb2.SearchResponse(
             hits=[search_pb2.SearchHit(doc_id=h.doc_id, chunk_index=h.chunk_index, text=h.text, score=h.score,
@@ -67,6 +74,7 @@ class SearchServicer:
 
 class SearchApp:
     name = "search"
+    edge = True  # API keys checked by run_app; the key's tenant scopes every search
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

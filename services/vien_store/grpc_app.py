@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TypeAlias
 
 import grpc
-import numpy as np
 
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument
@@ -36,7 +35,7 @@ class StoreServicer:
         return store_pb2.Ack()
 
     async def Upsert(self, r: store_pb2.UpsertRequest, c: Ctx) -> store_pb2.Ack:
-        points = [wire.point_from_pb(p) for p in r.points]
+        points = [wire.point_from_pb(p, f"points[{i}]") for i, p in enumerate(r.points)]
         annotate({"vien.collection": r.collection, "vien.points": len(points)})
         await asyncio.to_thread(self.store.upsert, r.collection, points)
         return store_pb2.Ack()
@@ -56,7 +55,7 @@ class StoreServicer:
 
     async def Query(self, r: store_pb2.QueryRequest, c: Ctx) -> store_pb2.HitsResponse:
         flt = wire.filter_from_pb(r.filter, r.HasField("filter"))
-        vec = np.frombuffer(r.vector, "<f4") if r.vector else None
+        vec = wire.vector_from_bytes(r.vector) if r.vector else None
         sparse = wire.sparse_from_pb(r.sparse, r.HasField("sparse"))
         annotate({"vien.collection": r.collection, "vien.top_k": r.top_k,
                   "vien.query_mode": int(r.mode)})
@@ -69,10 +68,12 @@ class StoreServicer:
                 raise InvalidArgument("vector", "a hybrid query needs both vector and sparse")
             hits = await asyncio.to_thread(self.store.search_hybrid, r.collection, vec, sparse, r.top_k, flt,
                                            r.prefetch_k or None)
-        else:
+        elif r.mode == store_pb2.STORE_QUERY_MODE_DENSE:
             if vec is None:
                 raise InvalidArgument("vector", "is required for a dense query")
             hits = await asyncio.to_thread(self.store.search, r.collection, vec, r.top_k, flt)
+        else:
+            raise InvalidArgument("mode", f"unknown query mode number {r.mode}; expected DENSE, SPARSE or HYBRID")
         return wire.hits_to_pb(hits)
 
     async def Count(self, r: store_pb2.CountRequest, c: Ctx) -> store_pb2.CountResponse:

@@ -196,9 +196,12 @@ app.kubernetes.io/part-of: vien
 {{- if eq .key "docEmbedder" }}
 {{- include "vien.secretEnv" (dict "root" $root "env" "VIEN_VLLM_API_KEY" "key" "vllmApiKey" "required" $root.Values.vllm.enabled) | nindent 0 }}
 {{- end }}
-{{- if eq .key "gateway" }}
-{{- include "vien.secretEnv" (dict "root" $root "env" "VIEN_API_KEYS" "key" "gatewayApiKeys" "required" .svc.apiKeys.required) | nindent 0 }}
-{{- range .svc.apiKeys.fromSecret }}
+{{- /* The edges share one key set: the gateway forwards the caller's key to the router, and search
+     scopes every query to the key's tenant (docs/deploy.md, "API keys and tenants"). */}}
+{{- if has .key (list "gateway" "router" "search") }}
+{{- $keys := $root.Values.services.gateway.apiKeys }}
+{{- include "vien.secretEnv" (dict "root" $root "env" "VIEN_API_KEYS" "key" "gatewayApiKeys" "required" $keys.required) | nindent 0 }}
+{{- range $keys.fromSecret }}
 - name: {{ .env }}
   valueFrom:
     secretKeyRef:
@@ -239,12 +242,14 @@ app.kubernetes.io/part-of: vien
 {{- range $root.Values.services.gateway.apiKeys.fromSecret -}}
 {{- $delivered = append $delivered .env -}}
 {{- end -}}
-{{- range $i, $k := (dig "openai" "api_keys" (list) $cfg) -}}
+{{- range $section := list "auth" "openai" -}}
+{{- range $i, $k := (dig $section "api_keys" (list) $cfg) -}}
 {{- if hasKey $k "key" -}}
-{{- fail (printf "config.profiles openai.api_keys[%d] (tenant %v): an inline key would sit in the ConfigMap; use key_env and services.gateway.apiKeys.fromSecret" $i $k.tenant) -}}
+{{- fail (printf "config.profiles %s.api_keys[%d] (tenant %v): an inline key would sit in the ConfigMap; use key_env and services.gateway.apiKeys.fromSecret" $section $i $k.tenant) -}}
 {{- end -}}
 {{- if and (hasKey $k "key_env") (not (has $k.key_env $delivered)) -}}
-{{- fail (printf "config.profiles openai.api_keys[%d].key_env %v: no services.gateway.apiKeys.fromSecret entry delivers it (the gateway would not start)" $i $k.key_env) -}}
+{{- fail (printf "config.profiles %s.api_keys[%d].key_env %v: no services.gateway.apiKeys.fromSecret entry delivers it (the edges would not start)" $section $i $k.key_env) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import numpy as np
 
+from vien.runtime.auth import with_client_key
+from vien.runtime.config import Settings
 from vien.runtime.telemetry import traced_channel
+from vien.runtime.tls import channel_for
 from vien.v1 import common_pb2, router_pb2_grpc
 
 KINDS = {"query": common_pb2.EMBED_KIND_QUERY, "document": common_pb2.EMBED_KIND_DOCUMENT}
 
 
+def client_channel(address: str) -> tuple[grpc.Channel, grpc.Channel]:
+    """(closable channel, the one to make stubs on): TLS per VIEN_TLS_*, bearer key from VIEN_API_KEY."""
+    channel = channel_for(address, Settings.from_env(), [("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    return channel, with_client_key(traced_channel(channel), os.environ)
+
+
 def router_stub(address: str) -> tuple[grpc.Channel, router_pb2_grpc.RouterStub]:
-    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-    return channel, router_pb2_grpc.RouterStub(traced_channel(channel))
+    channel, calls = client_channel(address)
+    return channel, router_pb2_grpc.RouterStub(calls)
 
 
 def vector_of(e: common_pb2.Embedding) -> np.ndarray:

@@ -90,14 +90,14 @@ async def publish(path: Path, bootstrap: str, topic: str, skip_invalid: bool) ->
 
 
 def search(address: str, query: str, tenant: str, top_k: int, lang: str, timeout: float) -> dict[str, Any]:
-    import grpc
     from google.protobuf import json_format
 
-    from vien.runtime.telemetry import traced_channel
+    from vien.cli.client import client_channel
     from vien.v1 import search_pb2, search_pb2_grpc
 
-    with grpc.insecure_channel(address) as ch:
-        stub = search_pb2_grpc.SearchStub(traced_channel(ch))
+    channel, calls = client_channel(address)
+    with channel:
+        stub = search_pb2_grpc.SearchStub(calls)
         resp = stub.Search(search_pb2.SearchRequest(query=query, tenant=tenant, top_k=top_k, lang=lang),
                            timeout=timeout)
     return {

@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("search", help="semantic search; prints one JSON object with `hits`")
     se.add_argument("query", nargs="+")
     se.add_argument("--top-k", type=int, default=10)
-    se.add_argument("--tenant", default=os.environ.get("VIEN_TENANT", "default"))
+    # With an API key (VIEN_API_KEY) the key decides the tenant: send none unless asked.
+    se.add_argument("--tenant", default=os.environ.get("VIEN_TENANT") or ("" if os.environ.get("VIEN_API_KEY")
+                                                                           else "default"))
     se.add_argument("--lang", default="")
     se.add_argument("--search", default=mesh_address("search", "VIEN_SEARCH_ADDR", "127.0.0.1:50055"))
     se.add_argument("--timeout", type=float, default=30.0)

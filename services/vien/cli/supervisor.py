@@ -26,7 +26,9 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vien.runtime.config import Settings
 from vien.runtime.registry import SERVICES
+from vien.runtime.tls import channel_for
 
 MESH_FILE = "mesh.json"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "vien" / "data"
@@ -51,7 +53,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def grpc_serving(address: str, timeout: float = 0.5) -> bool:
     try:
-        with grpc.insecure_channel(address) as ch:
+        with channel_for(address, Settings.from_env()) as ch:
             resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
             return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.RpcError:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
@@ -136,6 +137,32 @@ def validate_event(event: DocumentEvent, limits: EventLimits = DEFAULT_LIMITS) -
         size = event.metadata.ByteSize()
         if size > limits.max_metadata_bytes:
             raise PoisonEvent(f"metadata too large: {size} bytes > {limits.max_metadata_bytes}", "metadata_too_large")
+        bad = _non_finite(event.metadata, "metadata")
+        if bad:
+            # Not JSON: it could never be stored, and raising later would stop the partition for good.
+            raise PoisonEvent(f"{bad}: NaN and Infinity are not allowed in metadata (not JSON)", "metadata_not_finite")
+
+
+def _non_finite(value: struct_pb2.Struct | struct_pb2.ListValue | struct_pb2.Value, where: str) -> str | None:
+    """The path of the first NaN/Infinity number in a Struct, or None."""
+    if isinstance(value, struct_pb2.Struct):
+        items: Any = ((f"{where}.{k}", v) for k, v in value.fields.items())
+    elif isinstance(value, struct_pb2.ListValue):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value.values))
+    else:
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            return None if math.isfinite(value.number_value) else where
+        if kind == "struct_value":
+            return _non_finite(value.struct_value, where)
+        if kind == "list_value":
+            return _non_finite(value.list_value, where)
+        return None
+    for path, v in items:
+        bad = _non_finite(v, path)
+        if bad:
+            return bad
+    return None
 
 
 # ------------------------------------------------------------------------------------------- JSON lines

@@ -131,7 +131,7 @@ class LimitsConfig(_Strict):
 
 
 class ApiKeyConfig(_Strict):
-    """One bearer key of the OpenAI-compatible HTTP gateway and the tenant it stands for."""
+    """One bearer key of the edges (router, search, HTTP gateway) and the tenant it stands for."""
 
     tenant: str = Field(min_length=1)
     key_env: str | None = None   # environment variable holding the key (preferred)
@@ -151,10 +151,20 @@ class OpenAIConfig(_Strict):
 
     # OpenAI model name -> profile, e.g. text-embedding-3-small: e5-small. Profile names work as-is.
     aliases: dict[str, str] = Field(default_factory=dict)
-    # Bearer keys (more from VIEN_API_KEYS="tenant:key,..."); none at all = the endpoint is open.
+    # Older place for the bearer keys, still read (merged with auth.api_keys): every edge accepts them.
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     # Profiles answered with float arrays only: encoding_format=base64 is refused for them.
     float_only: list[str] = Field(default_factory=list)
+
+
+class AuthConfig(_Strict):
+    """Bearer keys of the edges (router, search, HTTP gateway), each mapped to a tenant.
+
+    More come from VIEN_API_KEYS="tenant:key,..." (and the older `openai.api_keys`); none at all = the
+    edges are open (each logs a warning at start). See vien.runtime.auth.
+    """
+
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
 
 
 class VienConfig(_Strict):
@@ -164,6 +174,7 @@ class VienConfig(_Strict):
     routing: RoutingConfig
     limits: LimitsConfig = LimitsConfig()
     openai: OpenAIConfig = OpenAIConfig()
+    auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="after")
     def _references(self) -> VienConfig:
@@ -239,6 +250,20 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment {name}={raw!r}: expected an integer") from None
 
 
+def _env_path(name: str) -> Path | None:
+    raw = os.environ.get(name, "").strip()
+    return Path(raw) if raw else None
+
+
+def _env_client_auth(raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in ("", "none", "off", "0", "false", "no"):
+        return False
+    if v in ("require", "required", "on", "1", "true", "yes"):
+        return True
+    raise ConfigError(f"environment VIEN_TLS_CLIENT_AUTH={raw!r}: expected 'require' or 'none'")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Process settings from VIEN_* environment variables (12-factor; Helm sets them)."""
@@ -264,6 +289,14 @@ class Settings:
     query_max_batch: int = 32
     query_max_queue: int = 512
     log_level: str = "INFO"
+    # TLS between services (vien.runtime.tls): PEM paths. cert+key alone = TLS servers, clients verify
+    # servers against `tls_ca`; tls_client_auth = mTLS (servers demand a client cert signed by `tls_ca`,
+    # and every client presents cert+key).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_client_auth: bool = False
+    tls_server_name: str | None = None   # expected name in the servers' certs when it differs from the host
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -290,6 +323,11 @@ class Settings:
             query_max_batch=_env_int("VIEN_QUERY_MAX_BATCH", d.query_max_batch),
             query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
             log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
+            tls_cert=_env_path("VIEN_TLS_CERT"),
+            tls_key=_env_path("VIEN_TLS_KEY"),
+            tls_ca=_env_path("VIEN_TLS_CA"),
+            tls_client_auth=_env_client_auth(env.get("VIEN_TLS_CLIENT_AUTH", "")),
+            tls_server_name=env.get("VIEN_TLS_SERVER_NAME") or None,
         )
 
     @property

@@ -27,6 +27,22 @@ class InvalidArgument(VienError):
         self.field = field
 
 
+class Unauthenticated(VienError):
+    """No API key, or not a known one. The message never contains the key that was sent."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(VienError):
+    """An authenticated caller asked for something outside its tenant; the message names the field."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
 class NotFound(VienError):
     code = grpc.StatusCode.NOT_FOUND
 

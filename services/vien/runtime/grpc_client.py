@@ -1,4 +1,4 @@
-"""Client channels between services: tracing interceptors, size limits, keepalive, deadlines."""
+"""Client channels between services: tracing interceptors, size limits, keepalive, deadlines, TLS."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import grpc
 
 from vien.runtime.config import Settings
 from vien.runtime.telemetry import client_interceptors
+from vien.runtime.tls import aio_channel_for
 
 
 def channel_options(settings: Settings) -> list[tuple[str, int | str]]:
@@ -18,9 +19,8 @@ def channel_options(settings: Settings) -> list[tuple[str, int | str]]:
 
 
 def aio_channel(address: str, settings: Settings) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address, options=channel_options(settings), interceptors=client_interceptors()
-    )
+    """A channel to another service: TLS (mTLS) when the VIEN_TLS_* settings say so, plaintext otherwise."""
+    return aio_channel_for(address, settings, channel_options(settings), client_interceptors())
 
 
 def remaining_timeout(context: grpc.aio.ServicerContext, default: float, floor: float = 0.001) -> float:

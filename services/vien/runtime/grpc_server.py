@@ -4,7 +4,8 @@ Each service is a `GrpcApp`: plain logic plus a thin servicer. This module gives
 same server: OpenTelemetry interceptor, message size limits, grpc.health.v1 (NOT_SERVING until the
 app has loaded its models), reflection, graceful shutdown on SIGTERM/SIGINT, and one error mapping
 (domain errors -> status codes, undecodable requests -> INVALID_ARGUMENT, never a bare INTERNAL for
-a client's mistake).
+a client's mistake). Edges (an app with `edge = True`: router, search) check API keys on every call
+of their own services (vien.runtime.auth); health and reflection stay open. TLS/mTLS from Settings.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,10 +28,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
+from vien.runtime.auth import ApiKeys, Caller, authorization_of, set_caller
 from vien.runtime.config import Settings
 from vien.runtime.errors import ResourceExhausted, VienError
 from vien.runtime.metrics import RPC_LATENCY
 from vien.runtime.telemetry import server_interceptors
+from vien.runtime.tls import server_credentials
 
 log = logging.getLogger("vien.server")
 
@@ -135,10 +139,31 @@ class _RpcTimer:
         RPC_LATENCY.labels(self.service, self.method, self.code).observe(time.perf_counter() - self.t0)
 
 
-def _wrap_unary(fn: Callable[..., Awaitable[Any]], service: str, method: str) -> Callable[..., Awaitable[Any]]:
+async def _authenticate(keys: ApiKeys | None, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Check the caller's key (edges only) and remember the caller for this RPC's task."""
+    if keys is None or not keys.enabled:
+        set_caller(None)
+        return
+    authorization = authorization_of(context.invocation_metadata())
+    try:
+        tenant = keys.authenticate(authorization)
+    except VienError as exc:
+        # The peer, never the key: a log line must not leak what was sent.
+        log.warning("unauthenticated call to %s from %s: %s", method, context.peer(), exc.message)
+        await context.abort(exc.code, exc.message)
+    set_caller(Caller(tenant, authorization or ""))
+
+
+def _wrap_unary(fn: Callable[..., Awaitable[Any]], service: str, method: str, keys: ApiKeys | None = None,
+                full_method: str = "") -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         timer = _RpcTimer(service, method)
         try:
+            try:
+                await _authenticate(keys, context, full_method)
+            except grpc.aio.AbortError:
+                timer.code = _aborted_code(context)
+                raise
             if isinstance(request, _Undecodable):
                 timer.code = "INVALID_ARGUMENT"
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(request))
@@ -159,8 +184,8 @@ def _wrap_unary(fn: Callable[..., Awaitable[Any]], service: str, method: str) ->
     return handler
 
 
-def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: str
-                 ) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: str, keys: ApiKeys | None = None,
+                 full_method: str = "") -> Callable[..., AsyncIterator[Any]]:
     async def handler(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         timer = _RpcTimer(service, method)
 
@@ -172,6 +197,7 @@ def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: st
                 yield req
 
         try:
+            await _authenticate(keys, context, full_method)
             async for resp in fn(checked(), context):
                 yield resp
         except asyncio.CancelledError:
@@ -190,22 +216,27 @@ def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: st
     return handler
 
 
-def _method_handler(method: MethodDescriptor, impl: object, service: str) -> grpc.RpcMethodHandler:
+def _method_handler(method: MethodDescriptor, impl: object, service: str, keys: ApiKeys | None = None
+                    ) -> grpc.RpcMethodHandler:
     req_cls = message_factory.GetMessageClass(method.input_type)
     resp_cls = message_factory.GetMessageClass(method.output_type)
     fn = getattr(impl, method.name)
     deser = _safe_deserializer(req_cls)
     ser = resp_cls.SerializeToString
     if method.client_streaming and method.server_streaming:
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream(fn, service, method.name), deser, ser)
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(fn, service, method.name, keys, method.full_name), deser, ser)
     if method.client_streaming or method.server_streaming:
         raise NotImplementedError(f"{method.full_name}: half-streaming methods are not used by vien")
-    return grpc.unary_unary_rpc_method_handler(_wrap_unary(fn, service, method.name), deser, ser)
+    return grpc.unary_unary_rpc_method_handler(
+        _wrap_unary(fn, service, method.name, keys, method.full_name), deser, ser)
 
 
-def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: object, app_name: str = "") -> None:
-    """Register `impl` for `service`; its RPCs are timed as vien_rpc_latency_seconds{service=app_name}."""
-    handlers = {m.name: _method_handler(m, impl, app_name or service.name) for m in service.methods}
+def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: object, app_name: str = "",
+                keys: ApiKeys | None = None) -> None:
+    """Register `impl` for `service`; its RPCs are timed as vien_rpc_latency_seconds{service=app_name} and,
+    on an edge, checked against `keys`."""
+    handlers = {m.name: _method_handler(m, impl, app_name or service.name, keys) for m in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
@@ -219,27 +250,43 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+def edge_keys(app: GrpcApp, settings: Settings) -> ApiKeys | None:
+    """The API keys an edge app checks (None for an internal service); warns once in open mode."""
+    if not getattr(app, "edge", False):
+        return None
+    keys = ApiKeys.load(settings.config, os.environ)
+    if not keys.enabled:
+        log.warning("no API keys configured (auth.api_keys, VIEN_API_KEYS): %s is open to anyone who can "
+                    "reach it, and requests choose their own tenant", app.name)
+    else:
+        log.info("%s checks API keys (%d key(s))", app.name, len(keys))
+    return keys
+
+
 async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None = None,
                   ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve `app` until SIGTERM/SIGINT (or `stop` is set); health is NOT_SERVING until start() returns."""
+    keys = edge_keys(app, settings)
+    creds = server_credentials(settings)
     server = grpc.aio.server(interceptors=server_interceptors(), options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []
     for desc, impl in app.services():
-        add_service(server, desc, impl, app.name)
+        add_service(server, desc, impl, app.name, keys)
         names.append(desc.full_name)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     address = f"{host or settings.host}:{port}"
-    bound = server.add_insecure_port(address)
+    bound = server.add_insecure_port(address) if creds is None else server.add_secure_port(address, creds)
     if bound == 0:
         raise OSError(f"cannot bind {address}")
     reporter = HealthReporter(health_servicer, names)
     await reporter.set(False)
     await server.start()
-    log.info("listening on %s:%d (%s)", host or settings.host, bound, app.name)
+    log.info("listening on %s:%d (%s, %s)", host or settings.host, bound, app.name,
+             "plaintext" if creds is None else ("mTLS" if settings.tls_client_auth else "TLS"))
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 
+from vien.runtime.config import Settings
 from vien.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, UpstreamError, VienError
 from vien.runtime.telemetry import traced_channel
+from vien.runtime.tls import channel_for
 from vien.store import wire
 from vien.store.base import CollectionInfo, Hit, Point, SearchFilter, SparseVector, StoreUnavailable
 from vien.v1 import store_pb2, store_pb2_grpc
@@ -29,8 +31,8 @@ class RemoteStore:
     def __init__(self, address: str, timeout_s: float = 600.0) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._raw = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20),
-                                                            ("grpc.max_receive_message_length", 64 << 20)])
+        self._raw = channel_for(address, Settings.from_env(), [("grpc.max_send_message_length", 64 << 20),
+                                                               ("grpc.max_receive_message_length", 64 << 20)])
         self._stub = store_pb2_grpc.VectorStoreStub(traced_channel(self._raw))
 
     def _call(self, method: str, request: object) -> object:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
+from vien.runtime.errors import InvalidArgument
 from vien.store.base import Hit, Point, SearchFilter, SparseVector
 from vien.v1 import store_pb2
 
@@ -45,9 +46,20 @@ def point_to_pb(p: Point) -> store_pb2.StorePoint:
     return msg
 
 
-def point_from_pb(msg: store_pb2.StorePoint) -> Point:
-    return Point(msg.id, np.frombuffer(msg.vector, "<f4"), dict_of(msg.payload),
-                 sparse_from_pb(msg.sparse, msg.HasField("sparse")))
+def vector_from_bytes(data: bytes, field: str = "vector") -> np.ndarray:
+    """Packed little-endian float32; a length that is not a multiple of 4 is the caller's mistake."""
+    if len(data) % 4:
+        raise InvalidArgument(field, f"{len(data)} bytes is not a whole number of float32 values (4 bytes each)")
+    return np.frombuffer(data, "<f4")
+
+
+def point_from_pb(msg: store_pb2.StorePoint, field: str = "points[0]") -> Point:
+    vector = vector_from_bytes(msg.vector, f"{field}.vector")
+    try:
+        payload = dict_of(msg.payload)
+    except ValueError as exc:  # NaN/Infinity numbers: a payload must be JSON
+        raise InvalidArgument(f"{field}.payload", f"not JSON-representable ({exc})") from None
+    return Point(msg.id, vector, payload, sparse_from_pb(msg.sparse, msg.HasField("sparse")))
 
 
 def filter_to_pb(f: SearchFilter) -> store_pb2.StoreFilter:
