@@ -41,19 +41,24 @@ def _struct(d: dict) -> struct_pb2.Struct:
     return s
 
 
+_MODES = {search_pb2.SEARCH_MODE_UNSPECIFIED: "", search_pb2.SEARCH_MODE_DENSE: "dense",
+          search_pb2.SEARCH_MODE_HYBRID: "hybrid", search_pb2.SEARCH_MODE_SPARSE: "sparse"}
+_MODE_ENUM = {name: enum for enum, name in _MODES.items() if name}
+
+
 class SearchServicer:
     def __init__(self, app: SearchApp) -> None:
         self.app = app
 
     async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> search_pb2.SearchResponse:
-        if request.mode not in (search_pb2.SEARCH_MODE_UNSPECIFIED, search_pb2.SEARCH_MODE_DENSE):
-            raise InvalidArgument("mode", f"{search_pb2.SearchMode.Name(request.mode)} is not available yet; "
-                                  "use SEARCH_MODE_DENSE")
+        mode = _MODES.get(request.mode)
+        if mode is None:
+            raise InvalidArgument("mode", f"unknown SearchMode {request.mode}")
         with RPC_LATENCY.labels("search", "Search").time():
             res = await self.app.searcher.search(
                 request.query, request.tenant, request.top_k, request.lang, dict(request.metadata_filter),
-                request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0),
+                request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0), mode,
             )
         return search_pb2.SearchResponse(
             hits=[search_pb2.SearchHit(doc_id=h.doc_id, chunk_index=h.chunk_index, text=h.text, score=h.score,
@@ -61,6 +66,7 @@ class SearchServicer:
                                        version=h.version, tenant=h.tenant) for h in res.hits],
             profile=res.profile, query_lang=res.query_lang,
             timings=common_pb2.Timings(total_ms=res.stage_ms["total"], stage_ms=res.stage_ms),
+            mode=_MODE_ENUM[res.mode],
         )
 
 
