@@ -11,7 +11,7 @@ import unicodedata
 import pytest
 
 from vien.lexical import LexicalEncoder, fold, term_id, words
-from vien.lexical.terms import BIGRAM, FOLDED, WORD, term
+from vien.lexical.terms import FOLDED, WORD, term
 from vien.lexical.tokens import stem
 from vien.runtime.config import LexicalConfig
 from vien.store.base import Hit
