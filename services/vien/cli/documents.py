@@ -93,8 +93,8 @@ def search(address: str, query: str, tenant: str, top_k: int, lang: str, timeout
 
     with grpc.insecure_channel(address) as ch:
         stub = search_pb2_grpc.SearchStub(traced_channel(ch))
-        enum = search_pb2.SearchMode.Value(f"SEARCH_MODE_{(mode or 'unspecified').upper()}")
-        req = search_pb2.SearchRequest(query=query, tenant=tenant, top_k=top_k, lang=lang, mode=enum)
+        req = search_pb2.SearchRequest(query=query, tenant=tenant, top_k=top_k, lang=lang,
+                                       mode=f"SEARCH_MODE_{(mode or 'unspecified').upper()}")
         resp = stub.Search(req, timeout=timeout)
     return {
         "query": query, "profile": resp.profile, "query_lang": resp.query_lang,
