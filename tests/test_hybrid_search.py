@@ -104,7 +104,7 @@ def test_sparse_mode_finds_an_exact_keyword_without_the_query_embedder(model, in
     store, config = indexed
     before = model.query_calls
     res = search(Searcher(config, model, store), "XJ4471", mode="sparse")
-    assert ids(res) == ["err"] and res.mode == "sparse" and res.profile == PROFILE
+    assert ids(res) == ["err"] and res.mode == "sparse" and res.profile == PROFILE and res.query_lang
     assert res.hits[0].score > 0 and "embed" not in res.stage_ms
     assert model.query_calls == before  # sparse search never calls the embedder
     assert ids(search(Searcher(config, model, store), "XJ4471", mode="sparse", tenant="t2")) == ["other"]

@@ -100,18 +100,17 @@ class Searcher:
         return n > 0
 
     def _resolve_mode(self, mode: str, profile: str, query: str) -> tuple[str, str, str]:
-        """(mode, profile, lang) known before embedding. The profile and lang are "" when they are left
-        to the router: only a sparse search routes here, by the same language detector."""
+        """(mode, profile, query lang) known before embedding; profile and lang are "" when the router
+        decides them. Only a sparse search routes here (the router's language detector, in process)."""
         if mode and mode not in MODES:
             raise InvalidArgument("mode", f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         if mode in ("dense", "hybrid"):
             return mode, profile, ""
         if not mode and not any(p.search.mode == "sparse" for p in self.config.profiles.values()):
             return "", profile, ""  # the default of whichever profile the router picks
-        lang = "" if profile else detect(query)
-        name = profile or self.config.route(lang)
+        name = profile or self.config.route(detect(query))
         if (mode or self.config.profiles[name].search.mode) == "sparse":
-            return "sparse", name, lang
+            return "sparse", name, detect(query)
         return mode, profile, ""
 
     @staticmethod
