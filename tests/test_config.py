@@ -93,5 +93,5 @@ def test_profiles_without_lexical_or_search_blocks_get_the_defaults(tmp_path: Pa
     for block in ("lexical", "search"):
         data["profiles"]["e5-small"].pop(block)
     p = load_config(_write(tmp_path, data)).profiles["e5-small"]
-    assert p.lexical.enabled and p.lexical.fold and p.search.mode == "dense" and p.search.fusion == "rrf"
+    assert p.lexical.enabled and p.lexical.fold and p.search.mode == "dense" and p.search.fusion == "weighted"
     assert p.lexical == load_config().profiles["e5-small"].lexical  # the shipped file spells out the defaults

@@ -84,7 +84,7 @@ class SearchConfig(_Strict):
     mode: Literal["dense", "hybrid", "sparse"] = "dense"
     # engine_rrf: reciprocal rank fusion inside the store (one query); rrf: weighted RRF here over
     # dense and sparse candidates fetched separately; weighted: weighted sum of min-max normalised scores.
-    fusion: Literal["engine_rrf", "rrf", "weighted"] = "rrf"
+    fusion: Literal["engine_rrf", "rrf", "weighted"] = "weighted"
     dense_weight: float = Field(default=1.0, ge=0.0, le=100.0)
     sparse_weight: float = Field(default=1.0, ge=0.0, le=100.0)
     rrf_k: int = Field(default=60, ge=1, le=10000)
