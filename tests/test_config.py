@@ -42,6 +42,20 @@ def test_shipped_config_is_valid() -> None:
         (lambda d: d["routing"].update(default="ghost"), "routing.default"),
         (lambda d: d["encoders"]["e5-small-fp32"].update(backend="openai"), "base_url"),
         (lambda d: d["encoders"]["e5-small-fp32"].update(variant="int4"), "variant"),
+        (lambda d: d["profiles"]["e5-small"]["lexical"].update(k1=-1), "profiles.e5-small.lexical.k1"),
+        (lambda d: d["profiles"]["e5-small"]["lexical"].update(b=1.5), "profiles.e5-small.lexical.b"),
+        (lambda d: d["profiles"]["e5-small"]["lexical"].update(avg_doc_terms=0), "lexical.avg_doc_terms"),
+        (lambda d: d["profiles"]["e5-small"]["lexical"].update(stemmer="porter"), "lexical.stemmer"),
+        (lambda d: d["profiles"]["e5-small"]["search"].update(mode="fuzzy"), "profiles.e5-small.search.mode"),
+        (lambda d: d["profiles"]["e5-small"]["search"].update(fusion="max"), "search.fusion"),
+        (lambda d: d["profiles"]["e5-small"]["search"].update(rrf_k=0), "search.rrf_k"),
+        (lambda d: d["profiles"]["e5-small"]["search"].update(prefetch_k=5000), "search.prefetch_k"),
+        (lambda d: d["profiles"]["e5-small"]["search"].update(dense_weight=0, sparse_weight=0),
+         "dense_weight and sparse_weight must not both be 0"),
+        (lambda d: d["profiles"]["e5-small"]["search"].update(fusion="engine_rrf", dense_weight=2),
+         "fusion 'engine_rrf' is unweighted"),
+        (lambda d: (d["profiles"]["e5-small"]["lexical"].update(enabled=False),
+                    d["profiles"]["e5-small"]["search"].update(mode="hybrid")), "needs lexical.enabled"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, mutate, expected: str) -> None:
@@ -72,3 +86,12 @@ def test_dims_policy() -> None:
     fixed = p.model_copy(update={"mrl": False})
     with pytest.raises(ValueError, match="only 384"):
         fixed.check_dims(256)
+
+
+def test_profiles_without_lexical_or_search_blocks_get_the_defaults(tmp_path: Path) -> None:
+    data = _default()
+    for block in ("lexical", "search"):
+        data["profiles"]["e5-small"].pop(block)
+    p = load_config(_write(tmp_path, data)).profiles["e5-small"]
+    assert p.lexical.enabled and p.lexical.fold and p.search.mode == "dense" and p.search.fusion == "weighted"
+    assert p.lexical == load_config().profiles["e5-small"].lexical  # the shipped file spells out the defaults

@@ -96,6 +96,20 @@ def test_cli_search_prints_hits_json(mesh, published):
     assert body["hits"][0]["doc_id"] == "en-coffee"
 
 
+def test_search_modes_over_grpc_and_cli(mesh, published):
+    sparse = search(mesh, "cach nau pho bo ha noi", "demo", top_k=3, mode=search_pb2.SEARCH_MODE_SPARSE)
+    assert sparse.mode == search_pb2.SEARCH_MODE_SPARSE and sparse.hits[0].doc_id == "vi-pho"
+    assert "embed" not in sparse.timings.stage_ms  # lexical only: the router was not asked
+    hybrid = search(mesh, "phin filter condensed milk", "demo", top_k=3, mode=search_pb2.SEARCH_MODE_HYBRID)
+    assert hybrid.mode == search_pb2.SEARCH_MODE_HYBRID and hybrid.hits[0].doc_id == "en-coffee"
+    assert search(mesh, "phin", "demo", top_k=1).mode == search_pb2.SEARCH_MODE_DENSE  # the profile's default
+    out = vien("search", "--search", mesh.addrs["search"], "--tenant", "demo", "--top-k", "1", "--mode", "sparse",
+               "phin")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["mode"] == "sparse" and [h["doc_id"] for h in body["hits"]] == ["en-coffee"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -106,6 +120,7 @@ def test_cli_search_prints_hits_json(mesh, published):
         ({"query": "x", "tenant": "demo", "lang": "fr"}, "lang"),
         ({"query": "x", "tenant": "demo", "metadata_filter": {"bad.key": "v"}}, "filter.metadata"),
         ({"query": "x", "tenant": "demo", "profile": "ghost"}, "profile"),
+        ({"query": "x", "tenant": "demo", "mode": 9}, "mode"),
     ],
 )
 def test_search_bad_input_names_the_field(mesh, published, kwargs, field):

@@ -127,7 +127,7 @@ def test_wrong_dims_and_missing_sparse_are_refused(store: VectorStore) -> None:
     p = chunk(unit(rng, 1)[0], "a", "d", 0, sparse=SparseVector([1], [1.0]))
     with pytest.raises(CollectionMismatch):
         store.upsert("dense_only", [p])
-    with pytest.raises(InvalidArgument, match="sparse"):
+    with pytest.raises(CollectionMismatch, match="sparse"):
         store.search_sparse("dense_only", SparseVector([1], [1.0]), 5)
 
 

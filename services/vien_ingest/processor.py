@@ -29,10 +29,11 @@ from opentelemetry import trace
 from vien.ingest_logic.chunking import chunk_text
 from vien.ingest_logic.events import PoisonEvent, decode_event, event_content_hash, point_id
 from vien.kafka.tracing import extract_context
+from vien.lexical import LexicalEncoder
 from vien.runtime.config import VienConfig
 from vien.runtime.errors import InvalidArgument, NotFound, UpstreamError
 from vien.runtime.telemetry import ATTR_BATCH_SIZE, ATTR_LANG, ATTR_PROFILE, tracing_enabled
-from vien.store.base import Point, VectorStore
+from vien.store.base import Point, SparseVector, VectorStore
 from vien.v1.documents_pb2 import DocumentEvent
 
 log = logging.getLogger("vien.ingest")
@@ -100,6 +101,7 @@ class IngestProcessor:
         self._lookups = asyncio.Semaphore(32)
         self._ensured: set[str] = set()
         self._tracing = tracing_enabled()
+        self._lexical = {name: LexicalEncoder(p.lexical) for name, p in config.profiles.items() if p.lexical.enabled}
 
     # ------------------------------------------------------------------ tracing
     def _process_span(self, rec: Record) -> trace.Span:
@@ -238,6 +240,16 @@ class IngestProcessor:
                 rejected.append(d)
         return rejected
 
+    def _sparse_vectors(self, docs: list[_Doc]) -> list[list[SparseVector | None]]:
+        """The lexical vector of every chunk (None where the profile has lexical off or the chunk has no
+        words): the chunk text as embedded (title included), without the model's prompt."""
+        out: list[list[SparseVector | None]] = []
+        for d in docs:
+            enc = self._lexical.get(d.profile) if d.event.op == UPSERT else None
+            vecs = [enc.document(text) for text in d.chunks] if enc is not None else [None] * len(d.chunks)
+            out.append([v if v is not None and v.indices else None for v in vecs])
+        return out
+
     # ------------------------------------------------------------------ the batch
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
         out = BatchOutcome(events=len(records))
@@ -321,7 +333,8 @@ class IngestProcessor:
         by_collection: dict[str, list[Point]] = {}
         surplus: dict[str, list[str]] = {}
         deletes: list[tuple[str, str, str]] = []
-        for d in docs:
+        sparse = await asyncio.to_thread(self._sparse_vectors, docs)  # ~1 ms a chunk: off the event loop
+        for d, d_sparse in zip(docs, sparse, strict=True):
             ev = d.event
             if ev.op == DELETE:
                 if d.stored_collection:
@@ -331,12 +344,13 @@ class IngestProcessor:
             collection = await self._in_span(d.span, self._ensure_collection(d.profile))
             meta: dict[str, Any] = (json_format.MessageToDict(ev.metadata) if ev.HasField("metadata") else {})
             n = len(d.chunks)
-            for i, (text, vec) in enumerate(zip(d.chunks, d.vectors, strict=True)):
+            for i, (text, vec, sv) in enumerate(zip(d.chunks, d.vectors, d_sparse, strict=True)):
                 by_collection.setdefault(collection, []).append(Point(
                     point_id(ev.tenant, ev.doc_id, i), vec,
                     {"tenant": ev.tenant, "doc_id": ev.doc_id, "chunk_index": i, "lang": d.lang, "title": ev.title,
                      "text": text, "metadata": meta, "version": int(ev.version), "content_hash": d.content_hash,
                      "n_chunks": n},
+                    sv,
                 ))
             if d.stored_collection and d.stored_collection != collection:
                 deletes.append((d.stored_collection, ev.tenant, ev.doc_id))  # re-routed to another profile

@@ -43,32 +43,35 @@ def _struct(d: dict) -> struct_pb2.Struct:
     return s
 
 
+_MODES = {search_pb2.SEARCH_MODE_UNSPECIFIED: "", search_pb2.SEARCH_MODE_DENSE: "dense",
+          search_pb2.SEARCH_MODE_HYBRID: "hybrid", search_pb2.SEARCH_MODE_SPARSE: "sparse"}
+_MODE_ENUM = {name: enum for enum, name in _MODES.items() if name}
+
+
 class SearchServicer:
     def __init__(self, app: SearchApp) -> None:
         self.app = app
 
     async def Search(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
                      ) -> search_pb2.SearchResponse:
-        if request.mode not in (search_pb2.SEARCH_MODE_UNSPECIFIED, search_pb2.SEARCH_MODE_DENSE):
-            # An enum number unknown to this build arrives as is (proto3 open enums): no Name() for it.
-            names = {v: n for n, v in search_pb2.SearchMode.items()}
-            name = names.get(request.mode, f"mode number {request.mode}")
-            raise InvalidArgument("mode", f"{name} is not available yet; "
-                                  "use SEARCH_MODE_DENSE")
+        mode = _MODES.get(request.mode)
+        if mode is None:
+            raise InvalidArgument("mode", f"unknown SearchMode {request.mode}")
         # With API keys the key's tenant is THE tenant: an empty field means the caller's, another is refused.
         tenant = caller_tenant(request.tenant)
         res = await self.app.searcher.search(
             request.query, tenant, request.top_k, request.lang, dict(request.metadata_filter),
-            request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0),
+            request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0), mode,
         )
         annotate({ATTR_PROFILE: res.profile, ATTR_LANG: res.query_lang, "vien.tenant": tenant,
-                  "vien.top_k": request.top_k, "vien.hits": len(res.hits)})
+                  "vien.top_k": request.top_k, "vien.hits": len(res.hits), "vien.mode": res.mode})
         return search_pb2.SearchResponse(
             hits=[search_pb2.SearchHit(doc_id=h.doc_id, chunk_index=h.chunk_index, text=h.text, score=h.score,
                                        title=h.title, metadata=_struct(h.metadata), lang=h.lang,
                                        version=h.version, tenant=h.tenant) for h in res.hits],
             profile=res.profile, query_lang=res.query_lang,
             timings=common_pb2.Timings(total_ms=res.stage_ms["total"], stage_ms=res.stage_ms),
+            mode=_MODE_ENUM[res.mode],
         )
 
 

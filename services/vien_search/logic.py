@@ -1,5 +1,9 @@
-"""Search without transport: validate, embed the query through the router, search the profile's
-collection with the tenant filter always applied, shape the hits."""
+"""Search without transport: validate, embed the query through the router and/or encode its lexical
+terms, search the profile's collection with the tenant filter always applied, fuse, shape the hits.
+
+Modes: "dense" (embedding only), "sparse" (BM25 terms only: no query embedder involved; the profile
+comes from the request or from routing the locally detected language), "hybrid" (both, fused as the
+profile's `search.fusion` says). "" = the profile's `search.mode`."""
 
 from __future__ import annotations
 
@@ -11,15 +15,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vien.runtime.config import LANGS, VienConfig
+from vien.lexical import LexicalEncoder
+from vien.runtime.config import LANGS, ProfileConfig, VienConfig
 from vien.runtime.errors import InvalidArgument, NotFound
-from vien.store.base import Hit, SearchFilter, VectorStore
+from vien.store.base import Hit, SearchFilter, SparseVector, VectorStore
+from vien_router.langid import detect
+from vien_search import fusion
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
 MAX_QUERY_CHARS = 4096
 KNOWN_TENANT_TTL_S = 30.0
+MODES = ("dense", "hybrid", "sparse")
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class SearchResult:
     profile: str
     query_lang: str
     stage_ms: dict[str, float] = field(default_factory=dict)
+    mode: str = "dense"  # the mode that answered (the profile's default when the request named none)
 
 
 def check_tenant(tenant: str, field_name: str = "tenant") -> str:
@@ -76,6 +85,7 @@ class Searcher:
         self.embedder = embedder
         self.store = store
         self._known_tenants: dict[tuple[str, str], float] = {}
+        self._lexical = {name: LexicalEncoder(p.lexical) for name, p in config.profiles.items()}
 
     async def _tenant_known(self, collection: str, tenant: str) -> bool:
         key = (collection, tenant)
@@ -89,9 +99,43 @@ class Searcher:
             self._known_tenants[key] = time.monotonic()
         return n > 0
 
+    def _resolve_mode(self, mode: str, profile: str, query: str) -> tuple[str, str, str]:
+        """(mode, profile, query lang) known before embedding; profile and lang are "" when the router
+        decides them. Only a sparse search routes here (the router's language detector, in process)."""
+        if mode and mode not in MODES:
+            raise InvalidArgument("mode", f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if mode in ("dense", "hybrid"):
+            return mode, profile, ""
+        if not mode and not any(p.search.mode == "sparse" for p in self.config.profiles.values()):
+            return "", profile, ""  # the default of whichever profile the router picks
+        name = profile or self.config.route(detect(query))
+        if (mode or self.config.profiles[name].search.mode) == "sparse":
+            return "sparse", name, detect(query)
+        return mode, profile, ""
+
+    @staticmethod
+    def _check_lexical(mode: str, name: str, prof: ProfileConfig) -> None:
+        if mode != "dense" and not prof.lexical.enabled:
+            raise InvalidArgument("mode", f"{mode!r} needs lexical vectors, but profile {name!r} has lexical.enabled: "
+                                  "false; use mode 'dense'")
+
+    async def _hybrid(self, prof: ProfileConfig, vector: np.ndarray, sv: SparseVector, top_k: int,
+                      flt: SearchFilter) -> list[Hit]:
+        cfg, coll = prof.search, prof.collection
+        if not sv.indices:  # nothing lexical to match (e.g. only punctuation): dense alone
+            return await asyncio.to_thread(self.store.search, coll, vector, top_k, flt)
+        pk = max(cfg.prefetch_k, top_k)
+        if cfg.fusion == "engine_rrf":
+            return await asyncio.to_thread(self.store.search_hybrid, coll, vector, sv, top_k, flt, pk)
+        dense, sparse = await asyncio.gather(asyncio.to_thread(self.store.search, coll, vector, pk, flt),
+                                             asyncio.to_thread(self.store.search_sparse, coll, sv, pk, flt))
+        lists = [(dense, cfg.dense_weight), (sparse, cfg.sparse_weight)]
+        fused = fusion.rrf(lists, cfg.rrf_k) if cfg.fusion == "rrf" else fusion.weighted_sum(lists)
+        return fused[:top_k]
+
     async def search(self, query: str, tenant: str, top_k: int = 0, lang: str = "",
                      metadata: dict[str, str] | None = None, profile: str = "", dimensions: int = 0,
-                     score_threshold: float = 0.0, timeout: float = 30.0) -> SearchResult:
+                     score_threshold: float = 0.0, timeout: float = 30.0, mode: str = "") -> SearchResult:
         t_start = time.perf_counter()
         if not query or not query.strip():
             raise InvalidArgument("query", "must not be empty")
@@ -110,18 +154,40 @@ class Searcher:
             raise InvalidArgument("score_threshold", f"{score_threshold} is out of range; allowed -1..1")
         flt = SearchFilter(tenant=tenant, lang=lang or None, metadata=dict(metadata or {}))
         flt.conditions()  # validates metadata keys/values -> InvalidArgument naming the key
+        mode, pname, query_lang = self._resolve_mode(mode, profile, query)
+        if pname:
+            self._check_lexical(mode, pname, self.config.profiles[pname])
 
-        t0 = time.perf_counter()
-        qv = await self.embedder.embed_query(query, profile, dimensions, timeout)
-        t_embed = time.perf_counter() - t0
-        prof = self.config.profiles[qv.profile]
-        if qv.vector.shape[-1] != prof.dims:
+        stage: dict[str, float] = {}
+        vector: np.ndarray | None = None
+        if mode != "sparse":
+            t0 = time.perf_counter()
+            qv = await self.embedder.embed_query(query, profile, dimensions, timeout)
+            stage["embed"] = (time.perf_counter() - t0) * 1e3
+            pname, query_lang, vector = qv.profile, qv.lang, qv.vector
+        prof = self.config.profiles[pname]
+        mode = mode or prof.search.mode  # routed by the router: its profile's default
+        self._check_lexical(mode, pname, prof)
+        if vector is not None and vector.shape[-1] != prof.dims:
             raise InvalidArgument("dimensions", f"must be {prof.dims}, the dims of collection {prof.collection!r}")
         if not await self._tenant_known(prof.collection, tenant):
-            raise InvalidArgument("tenant", f"unknown tenant {tenant!r}: no documents in profile {qv.profile!r}")
+            raise InvalidArgument("tenant", f"unknown tenant {tenant!r}: no documents in profile {pname!r}")
+        sv = SparseVector([], [])
+        if mode != "dense":
+            t0 = time.perf_counter()
+            sv = self._lexical[pname].query(query)
+            stage["lexical"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        hits = await asyncio.to_thread(self.store.search, prof.collection, qv.vector, top_k, flt)
-        t_store = time.perf_counter() - t0
+        if mode == "sparse":
+            hits = (await asyncio.to_thread(self.store.search_sparse, prof.collection, sv, top_k, flt)
+                    if sv.indices else [])
+        else:
+            assert vector is not None
+            if mode == "hybrid":
+                hits = await self._hybrid(prof, vector, sv, top_k, flt)
+            else:
+                hits = await asyncio.to_thread(self.store.search, prof.collection, vector, top_k, flt)
+        stage["store"] = (time.perf_counter() - t0) * 1e3
         out = [to_hit(h) for h in hits if h.score >= score_threshold and h.payload.get("tenant") == tenant]
-        stage = {"embed": t_embed * 1e3, "store": t_store * 1e3, "total": (time.perf_counter() - t_start) * 1e3}
-        return SearchResult(out, qv.profile, qv.lang, stage)
+        stage["total"] = (time.perf_counter() - t_start) * 1e3
+        return SearchResult(out, pname, query_lang, stage, mode)

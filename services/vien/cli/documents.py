@@ -89,7 +89,8 @@ async def publish(path: Path, bootstrap: str, topic: str, skip_invalid: bool) ->
             "events_per_s": round(len(events) / dt, 1) if dt > 0 else None, "errors": errors[:20]}
 
 
-def search(address: str, query: str, tenant: str, top_k: int, lang: str, timeout: float) -> dict[str, Any]:
+def search(address: str, query: str, tenant: str, top_k: int, lang: str, timeout: float,
+           mode: str = "") -> dict[str, Any]:
     from google.protobuf import json_format
 
     from vien.cli.client import client_channel
@@ -98,10 +99,12 @@ def search(address: str, query: str, tenant: str, top_k: int, lang: str, timeout
     channel, calls = client_channel(address)
     with channel:
         stub = search_pb2_grpc.SearchStub(calls)
-        resp = stub.Search(search_pb2.SearchRequest(query=query, tenant=tenant, top_k=top_k, lang=lang),
-                           timeout=timeout)
+        req = search_pb2.SearchRequest(query=query, tenant=tenant, top_k=top_k, lang=lang,
+                                       mode=f"SEARCH_MODE_{(mode or 'unspecified').upper()}")
+        resp = stub.Search(req, timeout=timeout)
     return {
         "query": query, "profile": resp.profile, "query_lang": resp.query_lang,
+        "mode": search_pb2.SearchMode.Name(resp.mode).removeprefix("SEARCH_MODE_").lower(),
         "took_ms": round(resp.timings.total_ms, 2),
         "hits": [{"doc_id": h.doc_id, "score": round(h.score, 5), "text": h.text, "title": h.title,
                   "metadata": json_format.MessageToDict(h.metadata), "chunk_index": h.chunk_index,

@@ -131,7 +131,7 @@ def _cmd_search(ns: argparse.Namespace) -> int:
 
     setup_tracing("search-cli")  # its client span is the root of the query's trace
     try:
-        result = search(ns.search, " ".join(ns.query), ns.tenant, ns.top_k, ns.lang or "", ns.timeout)
+        result = search(ns.search, " ".join(ns.query), ns.tenant, ns.top_k, ns.lang or "", ns.timeout, ns.mode)
     except grpc.RpcError as exc:
         code = exc.code()
         if code == grpc.StatusCode.UNAVAILABLE:
@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--tenant", default=os.environ.get("VIEN_TENANT") or ("" if os.environ.get("VIEN_API_KEY")
                                                                            else "default"))
     se.add_argument("--lang", default="")
+    se.add_argument("--mode", choices=["dense", "hybrid", "sparse"], default="",
+                    help="dense (embedding), sparse (BM25 terms) or hybrid (both fused); default: the profile's")
     se.add_argument("--search", default=mesh_address("search", "VIEN_SEARCH_ADDR", "127.0.0.1:50055"))
     se.add_argument("--timeout", type=float, default=30.0)
     se.set_defaults(fn=_cmd_search)

@@ -63,6 +63,42 @@ class EncoderConfig(_Strict):
         return self
 
 
+class LexicalConfig(_Strict):
+    """The BM25-style sparse vector of a profile (vien.lexical): written at ingest, used by the
+    sparse and hybrid search modes."""
+
+    enabled: bool = True
+    k1: float = Field(default=1.2, ge=0.0, le=10.0)           # term-frequency saturation
+    b: float = Field(default=0.75, ge=0.0, le=1.0)            # length normalisation strength
+    avg_doc_terms: float = Field(default=100.0, gt=0.0)       # the "avglen" of BM25, in words per chunk
+    fold: bool = True                  # add each word's diacritic-free form as an extra term
+    fold_weight: float = Field(default=0.1, ge=0.0, le=10.0)  # query weight of folded terms
+    bigrams: bool = True               # add adjacent-word pairs (Vietnamese compounds) as terms
+    bigram_weight: float = Field(default=0.3, ge=0.0, le=10.0)  # query weight of bigrams
+    stem: bool = True                  # English Snowball stemming of ASCII words
+
+
+class SearchConfig(_Strict):
+    """How a profile answers a search when the request names no mode, and how hybrid fuses."""
+
+    mode: Literal["dense", "hybrid", "sparse"] = "dense"
+    # engine_rrf: reciprocal rank fusion inside the store (one query); rrf: weighted RRF here over
+    # dense and sparse candidates fetched separately; weighted: weighted sum of min-max normalised scores.
+    fusion: Literal["engine_rrf", "rrf", "weighted"] = "weighted"
+    dense_weight: float = Field(default=1.0, ge=0.0, le=100.0)
+    sparse_weight: float = Field(default=1.0, ge=0.0, le=100.0)
+    rrf_k: int = Field(default=60, ge=1, le=10000)
+    prefetch_k: int = Field(default=100, ge=1, le=1000)       # candidates fetched per side for fusion
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> SearchConfig:
+        if self.dense_weight == 0 and self.sparse_weight == 0:
+            raise ValueError("dense_weight and sparse_weight must not both be 0")
+        if self.fusion == "engine_rrf" and (self.dense_weight, self.sparse_weight) != (1.0, 1.0):
+            raise ValueError("fusion 'engine_rrf' is unweighted: use fusion 'rrf' for dense_weight/sparse_weight")
+        return self
+
+
 class ProfileConfig(_Strict):
     description: str = ""
     query_encoder: str
@@ -75,6 +111,8 @@ class ProfileConfig(_Strict):
     min_dims: int = Field(default=32, ge=1)
     max_tokens: int = Field(default=512, ge=8, le=131072)
     collection: str
+    lexical: LexicalConfig = LexicalConfig()
+    search: SearchConfig = SearchConfig()
 
     @field_validator("query_prompt", "document_prompt")
     @classmethod
@@ -94,6 +132,8 @@ class ProfileConfig(_Strict):
     def _dims_range(self) -> ProfileConfig:
         if self.min_dims > self.dims:
             raise ValueError(f"min_dims ({self.min_dims}) must not exceed dims ({self.dims})")
+        if self.search.mode != "dense" and not self.lexical.enabled:
+            raise ValueError(f"search.mode {self.search.mode!r} needs lexical.enabled: true")
         return self
 
     def check_dims(self, requested: int) -> int:

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from vien.runtime.errors import InvalidArgument
 from vien.store.base import (
     DENSE,
     DISTANCE,
@@ -304,7 +303,10 @@ class EdgeStore:
     def _sparse_shard(self, collection: str) -> _Shard:
         s = self._get(collection)
         if not s.sparse:
-            raise InvalidArgument("collection", f"{collection!r} has no {SPARSE!r} sparse vector")
+            raise CollectionMismatch(
+                f"collection {collection!r} has no {SPARSE!r} sparse vector (created before lexical search); "
+                "dense search still works, re-index into a new collection for sparse or hybrid"
+            )
         return s
 
     def count(self, collection: str, flt: SearchFilter | None = None) -> int:

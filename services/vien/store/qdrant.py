@@ -350,7 +350,10 @@ class QdrantStore:
         check_collection_name(collection)
         dims, has_sparse = self._shape(collection)
         if not has_sparse:
-            raise InvalidArgument("collection", f"{collection!r} has no {SPARSE!r} sparse vector")
+            raise CollectionMismatch(
+                f"collection {collection!r} has no {SPARSE!r} sparse vector (created before lexical search); "
+                "dense search still works, re-index into a new collection for sparse or hybrid"
+            )
         return dims
 
     def count(self, collection: str, flt: SearchFilter | None = None) -> int:

@@ -1,0 +1,183 @@
+"""Search modes end to end in process: IngestProcessor writes dense + lexical vectors into a real Qdrant
+Edge store with the real ONNX model, and `Searcher` answers dense, sparse and hybrid queries."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vien.embedding.encoders import load_onnx_encoder
+from vien.lexical import LexicalEncoder
+from vien.runtime.config import LexicalConfig, SearchConfig, VienConfig
+from vien.runtime.errors import FailedPrecondition, InvalidArgument
+from vien.store.base import Point, SearchFilter
+from vien.store.edge import EdgeStore
+from vien.v1.documents_pb2 import DocumentEvent
+from vien_ingest.grpc_app import token_counters
+from vien_ingest.processor import IngestProcessor, Record
+from vien_router.langid import detect
+from vien_search.logic import QueryVector, Searcher
+
+PROFILE = "e5-small"
+DOCS = {
+    "err": "Máy in báo mã lỗi XJ4471 khi kẹt giấy; tắt máy rồi lấy giấy ra.",
+    "printer": "Máy in văn phòng hay bị kẹt giấy khi giấy ẩm, nên dùng giấy khô.",
+    "pho": "Cách nấu phở bò Hà Nội: ninh xương ống tám giờ với gừng và hành nướng.",
+    "coffee": "Vietnamese iced coffee is brewed through a phin filter and mixed with condensed milk.",
+    "tax": "Người lao động quyết toán thuế thu nhập cá nhân hằng năm.",
+    "halong": "Ha Long Bay in northern Vietnam is famous for its limestone islands.",
+}
+
+
+class LocalModel:
+    """The profile's ONNX model in process, for both sides (the embedder services run the same code)."""
+
+    def __init__(self, settings) -> None:
+        self.profile = settings.config.profiles[PROFILE]
+        self.encoder = load_onnx_encoder(settings.config.encoders[self.profile.document_encoder], settings)
+        self.query_calls = 0
+
+    def _embed(self, kind: str, texts: list[str]) -> list[np.ndarray]:
+        ids = self.encoder.tokenize([self.profile.prompt(kind, t) for t in texts], max_tokens=512)  # type: ignore[arg-type]
+        return list(self.encoder.embed_ids(ids))
+
+    async def encode(self, texts: list[str], profile: str) -> list[np.ndarray]:
+        return self._embed("document", texts)
+
+    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float) -> QueryVector:
+        self.query_calls += 1
+        return QueryVector(self._embed("query", [text])[0], profile or PROFILE, detect(text))
+
+
+@pytest.fixture(scope="module")
+def model(settings) -> LocalModel:
+    return LocalModel(settings)
+
+
+def with_profile(config: VienConfig, **update) -> VienConfig:
+    prof = config.profiles[PROFILE].model_copy(update=update)
+    return config.model_copy(update={"profiles": {**config.profiles, PROFILE: prof}})
+
+
+def index(config: VienConfig, store, model: LocalModel, settings, docs: dict[str, str], tenant: str = "t1") -> None:
+    proc = IngestProcessor(config, store, model, token_counters(config, settings), detect)
+    recs = [Record("vien.documents", 0, i, DocumentEvent(op=DocumentEvent.OP_UPSERT, doc_id=d, version=1,
+                                                         tenant=tenant, text=t).SerializeToString())
+            for i, (d, t) in enumerate(docs.items())]
+    out = asyncio.run(proc.process(recs))
+    assert out.upserted_docs == len(docs) and not out.dead
+
+
+@pytest.fixture(scope="module")
+def indexed(settings, model, tmp_path_factory) -> tuple[EdgeStore, VienConfig]:
+    store = EdgeStore(tmp_path_factory.mktemp("edge"), durable=False)
+    index(settings.config, store, model, settings, DOCS)
+    index(settings.config, store, model, settings, {"other": "Mã lỗi XJ4471 của tenant khác."}, tenant="t2")
+    yield store, settings.config
+    store.close()
+
+
+def search(searcher: Searcher, query: str, **kw):
+    return asyncio.run(searcher.search(query, kw.pop("tenant", "t1"), **kw))
+
+
+def ids(res) -> list[str]:
+    return [h.doc_id for h in res.hits]
+
+
+def test_ingest_writes_lexical_vectors_only_when_enabled(settings, model, indexed, tmp_path: Path) -> None:
+    store, config = indexed
+    coll = config.profiles[PROFILE].collection
+    q = LexicalEncoder(config.profiles[PROFILE].lexical).query("XJ4471")
+    assert store.collection_info(coll).sparse
+    assert [h.payload["doc_id"] for h in store.search_sparse(coll, q, 5, SearchFilter(tenant="t1"))] == ["err"]
+    off = with_profile(config, lexical=LexicalConfig(enabled=False))
+    with EdgeStore(tmp_path, durable=False) as bare:
+        index(off, bare, model, settings, {"err": DOCS["err"]})
+        assert bare.count(coll) == 1 and bare.search_sparse(coll, q, 5) == []
+
+
+def test_sparse_mode_finds_an_exact_keyword_without_the_query_embedder(model, indexed) -> None:
+    store, config = indexed
+    before = model.query_calls
+    res = search(Searcher(config, model, store), "XJ4471", mode="sparse")
+    assert ids(res) == ["err"] and res.mode == "sparse" and res.profile == PROFILE and res.query_lang
+    assert res.hits[0].score > 0 and "embed" not in res.stage_ms
+    assert model.query_calls == before  # sparse search never calls the embedder
+    assert ids(search(Searcher(config, model, store), "XJ4471", mode="sparse", tenant="t2")) == ["other"]
+    assert search(Searcher(config, model, store), "?!", mode="sparse").hits == []  # no terms, no hits
+
+
+def test_unaccented_query_matches_accented_document_in_sparse_mode(settings, model, indexed, tmp_path) -> None:
+    store, config = indexed
+    assert ids(search(Searcher(config, model, store), "cach nau pho bo ha noi", mode="sparse"))[0] == "pho"
+    # the same without folding: the bare syllables find only the English "Ha Long" text
+    no_fold = with_profile(config, lexical=LexicalConfig(fold=False, bigrams=False))
+    with EdgeStore(tmp_path, durable=False) as plain:
+        index(no_fold, plain, model, settings, DOCS)
+        assert ids(search(Searcher(no_fold, model, plain), "cach nau pho bo ha noi", mode="sparse")) == ["halong"]
+
+
+@pytest.mark.parametrize("fusion", ["engine_rrf", "rrf", "weighted"])
+def test_hybrid_fuses_both_lists(model, indexed, fusion: str) -> None:
+    store, config = indexed
+    cfg = with_profile(config, search=SearchConfig(fusion=fusion))
+    searcher = Searcher(cfg, model, store)
+    q = "máy in báo lỗi XJ4471"
+    res = search(searcher, q, mode="hybrid", top_k=3)
+    assert res.mode == "hybrid" and ids(res)[0] == "err" and "printer" in ids(res)
+    assert ids(search(searcher, q, mode="hybrid", top_k=3)) == ids(res)  # deterministic
+
+
+def test_hybrid_weights_decide_the_order(model, indexed) -> None:
+    store, config = indexed
+    q = "giấy kẹt trong máy in văn phòng"
+    dense = ids(search(Searcher(config, model, store), q, mode="dense", top_k=6))
+    sparse = ids(search(Searcher(config, model, store), q, mode="sparse", top_k=6))
+    assert dense != sparse[: len(dense)] and len(sparse) >= 2
+    for fusion in ("rrf", "weighted"):
+        only_dense = with_profile(config, search=SearchConfig(fusion=fusion, sparse_weight=0.0))
+        only_sparse = with_profile(config, search=SearchConfig(fusion=fusion, dense_weight=0.0))
+        assert ids(search(Searcher(only_dense, model, store), q, mode="hybrid", top_k=6)) == dense
+        fused = ids(search(Searcher(only_sparse, model, store), q, mode="hybrid", top_k=6))
+        # min-max gives the lowest sparse hit 0, the same as a miss: compare the strictly ordered part
+        assert fused[: len(sparse) - 1] == sparse[: len(sparse) - 1]
+
+
+def test_default_mode_comes_from_the_profile(model, indexed) -> None:
+    store, config = indexed
+    assert search(Searcher(config, model, store), "XJ4471").mode == "dense"
+    before = model.query_calls
+    res = search(Searcher(with_profile(config, search=SearchConfig(mode="sparse")), model, store), "XJ4471")
+    assert res.mode == "sparse" and ids(res) == ["err"] and model.query_calls == before
+    res = search(Searcher(with_profile(config, search=SearchConfig(mode="hybrid")), model, store), "XJ4471")
+    assert res.mode == "hybrid" and ids(res)[0] == "err"
+
+
+def test_bad_mode_and_disabled_lexical_name_the_field(model, indexed) -> None:
+    store, config = indexed
+    with pytest.raises(InvalidArgument, match="unknown mode 'fuzzy'") as err:
+        search(Searcher(config, model, store), "x", mode="fuzzy")
+    assert err.value.field == "mode"
+    off = with_profile(config, lexical=LexicalConfig(enabled=False))
+    for mode in ("sparse", "hybrid"):
+        with pytest.raises(InvalidArgument, match=r"lexical\.enabled: false") as err:
+            search(Searcher(off, model, store), "x", mode=mode, profile=PROFILE)
+        assert err.value.field == "mode"
+
+
+def test_collection_without_the_sparse_vector_keeps_dense_and_refuses_lexical(settings, model, tmp_path) -> None:
+    config = with_profile(settings.config, collection="legacy")
+    with EdgeStore(tmp_path, durable=False) as store:
+        store.ensure_collection("legacy", 384, sparse=False)
+        vec = asyncio.run(model.encode([DOCS["pho"]], PROFILE))[0]
+        store.upsert("legacy", [Point("00000000-0000-0000-0000-000000000001", vec,
+                                      {"tenant": "t1", "doc_id": "pho", "text": DOCS["pho"]})])
+        searcher = Searcher(config, model, store)
+        assert ids(search(searcher, "phở bò", mode="dense")) == ["pho"]
+        for mode in ("sparse", "hybrid"):
+            with pytest.raises(FailedPrecondition, match="no 'lexical' sparse vector"):
+                search(searcher, "phở bò", mode=mode)
