@@ -19,7 +19,8 @@ from vien.v1.documents_pb2 import DocumentEvent
 from vien_ingest.grpc_app import token_counters
 from vien_ingest.processor import IngestProcessor, Record
 from vien_router.langid import detect
-from vien_search.logic import QueryVector, Searcher
+from vien_search import fusion as fusion_fn
+from vien_search.logic import QueryVector, Searcher, is_unaccented
 
 PROFILE = "e5-small"
 DOCS = {
@@ -149,7 +150,9 @@ def test_hybrid_weights_decide_the_order(model, indexed) -> None:
 
 def test_default_mode_comes_from_the_profile(model, indexed) -> None:
     store, config = indexed
-    assert search(Searcher(config, model, store), "XJ4471").mode == "dense"
+    assert search(Searcher(config, model, store), "XJ4471").mode == "hybrid"  # the shipped e5-small default
+    res = search(Searcher(with_profile(config, search=SearchConfig(mode="dense")), model, store), "XJ4471")
+    assert res.mode == "dense"
     before = model.query_calls
     res = search(Searcher(with_profile(config, search=SearchConfig(mode="sparse")), model, store), "XJ4471")
     assert res.mode == "sparse" and ids(res) == ["err"] and model.query_calls == before
@@ -181,3 +184,50 @@ def test_collection_without_the_sparse_vector_keeps_dense_and_refuses_lexical(se
         for mode in ("sparse", "hybrid"):
             with pytest.raises(FailedPrecondition, match="no 'lexical' sparse vector"):
                 search(searcher, "phở bò", mode=mode)
+
+
+def expected_weighted(store, config: VienConfig, model: LocalModel, query: str, tenant: str,
+                      dense_weight: float, sparse_weight: float, top_k: int) -> list[tuple[str, float]]:
+    """The weighted fusion recomputed by hand from the store's own dense and sparse lists."""
+    prof = config.profiles[PROFILE]
+    flt = SearchFilter(tenant=tenant)
+    vec = model._embed("query", [query])[0]
+    dense = store.search(prof.collection, vec, prof.search.prefetch_k, flt)
+    sparse = store.search_sparse(prof.collection, LexicalEncoder(prof.lexical).query(query),
+                                 prof.search.prefetch_k, flt)
+    fused = fusion_fn.weighted_sum([(dense, dense_weight), (sparse, sparse_weight)])[:top_k]
+    return [(h.payload["doc_id"], round(h.score, 5)) for h in fused]
+
+
+def test_cross_lingual_hybrid_search_ignores_lexical_matches(settings, model, indexed) -> None:
+    """A Vietnamese query over a tenant holding only English documents: shared names are the only lexical
+    matches (they hurt on the cross-lingual dev sets), so the fusion weighs the sparse list by
+    cross_language_sparse_factor (0 in the shipped profile): the order is the dense order."""
+    store, config = indexed
+    english = {k: v for k, v in DOCS.items() if detect(v) == "en"}
+    index(config, store, model, settings, english, tenant="en-only")
+    q = "Vịnh Hạ Long ở miền bắc Việt Nam nổi tiếng vì điều gì?"
+    res = search(Searcher(config, model, store), q, tenant="en-only", mode="hybrid", top_k=3)
+    got = [(h.doc_id, round(h.score, 5)) for h in res.hits]
+    assert config.profiles[PROFILE].search.cross_language_sparse_factor == 0.0
+    assert got == expected_weighted(store, config, model, q, "en-only", 1.0, 0.0, 3)
+    assert all(0.0 <= h.score <= 1.0 for h in res.hits)
+    # with the factor at 1 the lexical list counts in full again
+    full = with_profile(config, search=SearchConfig(mode="hybrid", cross_language_sparse_factor=1.0))
+    res = search(Searcher(full, model, store), q, tenant="en-only", top_k=3)
+    assert [(h.doc_id, round(h.score, 5)) for h in res.hits] == expected_weighted(
+        store, full, model, q, "en-only", 1.0, 1.0, 3)
+
+
+def test_unaccented_vietnamese_query_leans_on_lexical_terms(model, indexed) -> None:
+    """Dense e5 embeddings of Vietnamese typed without diacritics are poor (docs/quality.md), so such a query
+    gets dense_weight × unaccented_dense_factor (0.3 shipped) in the fusion."""
+    store, config = indexed
+    q = "may in bao loi khi ket giay"
+    assert is_unaccented(q) and not is_unaccented("máy in") and detect(q) == "vi"
+    res = search(Searcher(config, model, store), q, mode="hybrid", top_k=4)
+    factor = config.profiles[PROFILE].search.unaccented_dense_factor
+    assert factor == 0.3
+    assert [(h.doc_id, round(h.score, 5)) for h in res.hits] == expected_weighted(
+        store, config, model, q, "t1", factor, 1.0, 4)
+    assert res.hits[0].doc_id in ("err", "printer")

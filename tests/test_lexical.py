@@ -142,6 +142,6 @@ def test_weighted_sum_of_min_max_scores() -> None:
     assert fusion.min_max(DENSE) == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.0})
     assert fusion.min_max(hits(("x", 2.0))) == {"x": 1.0} and fusion.min_max([]) == {}
     out = fusion.weighted_sum([(DENSE, 1.0), (SPARSE, 1.0)])
-    # a: 1 + 0 = 1, c: 0 + 1 = 1, b: .5, d: (6-3)/(12-3) = .3333
-    assert [(h.id, round(h.score, 4)) for h in out] == [("a", 1.0), ("c", 1.0), ("b", 0.5), ("d", 0.3333)]
+    # a: (1 + 0)/2, c: (0 + 1)/2, b: .5/2, d: (6-3)/(12-3)/2: scores stay in [0, 1]
+    assert [(h.id, round(h.score, 4)) for h in out] == [("a", 0.5), ("c", 0.5), ("b", 0.25), ("d", 0.1667)]
     assert [h.id for h in fusion.weighted_sum([(DENSE, 0.3), (SPARSE, 0.7)])] == ["c", "a", "d", "b"]

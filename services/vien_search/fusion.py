@@ -37,12 +37,14 @@ def min_max(hits: Sequence[Hit]) -> dict[str, float]:
 
 
 def weighted_sum(lists: Sequence[Ranked]) -> list[Hit]:
-    """Σ weight · min-max normalised score; a candidate missing from a list scores 0 there."""
+    """Σ weight · min-max normalised score / Σ weight (so a fused score stays in [0, 1], like a cosine
+    similarity, and a score_threshold keeps a meaning); a candidate missing from a list scores 0 there."""
     scores: dict[str, float] = {}
     payloads: dict[str, Hit] = {}
+    total = sum(weight for _, weight in lists) or 1.0
     for hits, weight in lists:
         for i, s in min_max(hits).items():
-            scores[i] = scores.get(i, 0.0) + weight * s
+            scores[i] = scores.get(i, 0.0) + weight / total * s
         for h in hits:
             payloads.setdefault(h.id, h)
     return _ordered(scores, payloads)

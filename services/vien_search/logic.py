@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vien.lexical import LexicalEncoder
+from vien.lexical.tokens import fold, words
 from vien.runtime.config import LANGS, ProfileConfig, VienConfig
 from vien.runtime.errors import InvalidArgument, NotFound
 from vien.store.base import Hit, SearchFilter, SparseVector, VectorStore
@@ -27,6 +28,8 @@ MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
 MAX_QUERY_CHARS = 4096
 KNOWN_TENANT_TTL_S = 30.0
+# Below this share of dense candidates in the query's language a hybrid search counts as cross-lingual.
+CROSS_LINGUAL_SHARE = 0.1
 MODES = ("dense", "hybrid", "sparse")
 
 
@@ -61,6 +64,23 @@ class SearchResult:
     query_lang: str
     stage_ms: dict[str, float] = field(default_factory=dict)
     mode: str = "dense"  # the mode that answered (the profile's default when the request named none)
+
+
+def is_unaccented(text: str) -> bool:
+    """No letter carries a diacritic (nor is đ): how Vietnamese is often typed on a plain keyboard."""
+    return all(c.isascii() for c in text if c.isalpha())
+
+
+def word_coverage(query: str, text: str) -> float:
+    """Share of the query's distinct words present in `text` (compared without diacritics when the query
+    has none): how much of the query a lexical hit really matches."""
+    q = set(words(query))
+    if not q:
+        return 0.0
+    d = set(words(text))
+    if is_unaccented(query):
+        q, d = {fold(w) for w in q}, {fold(w) for w in d}
+    return len(q & d) / len(q)
 
 
 def check_tenant(tenant: str, field_name: str = "tenant") -> str:
@@ -120,7 +140,7 @@ class Searcher:
                                   "false; use mode 'dense'")
 
     async def _hybrid(self, prof: ProfileConfig, vector: np.ndarray, sv: SparseVector, top_k: int,
-                      flt: SearchFilter) -> list[Hit]:
+                      flt: SearchFilter, query: str = "", query_lang: str = "") -> list[Hit]:
         cfg, coll = prof.search, prof.collection
         if not sv.indices:  # nothing lexical to match (e.g. only punctuation): dense alone
             return await asyncio.to_thread(self.store.search, coll, vector, top_k, flt)
@@ -129,7 +149,18 @@ class Searcher:
             return await asyncio.to_thread(self.store.search_hybrid, coll, vector, sv, top_k, flt, pk)
         dense, sparse = await asyncio.gather(asyncio.to_thread(self.store.search, coll, vector, pk, flt),
                                              asyncio.to_thread(self.store.search_sparse, coll, sv, pk, flt))
-        lists = [(dense, cfg.dense_weight), (sparse, cfg.sparse_weight)]
+        dense_weight, sparse_weight = cfg.dense_weight, cfg.sparse_weight
+        if query_lang == "vi" and cfg.unaccented_dense_factor != 1.0 and is_unaccented(query):
+            dense_weight *= cfg.unaccented_dense_factor
+        if cfg.cross_language_sparse_factor != 1.0 and query_lang and dense and sum(
+                h.payload.get("lang") == query_lang for h in dense) < CROSS_LINGUAL_SHARE * len(dense):
+            # (Almost) nothing in the query's language near it: a cross-lingual search, where shared names
+            # and numbers are the only lexical matches and they pull up the wrong sentences. A share, not
+            # "none": name-heavy sentences are sometimes detected as the other language.
+            sparse_weight *= cfg.cross_language_sparse_factor
+        if cfg.sparse_coverage and sparse:
+            sparse_weight *= word_coverage(query, str(sparse[0].payload.get("text", "")))
+        lists = [(dense, dense_weight), (sparse, sparse_weight)]
         fused = fusion.rrf(lists, cfg.rrf_k) if cfg.fusion == "rrf" else fusion.weighted_sum(lists)
         return fused[:top_k]
 
@@ -184,7 +215,7 @@ class Searcher:
         else:
             assert vector is not None
             if mode == "hybrid":
-                hits = await self._hybrid(prof, vector, sv, top_k, flt)
+                hits = await self._hybrid(prof, vector, sv, top_k, flt, query, query_lang)
             else:
                 hits = await asyncio.to_thread(self.store.search, prof.collection, vector, top_k, flt)
         stage["store"] = (time.perf_counter() - t0) * 1e3

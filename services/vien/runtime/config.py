@@ -89,6 +89,15 @@ class SearchConfig(_Strict):
     sparse_weight: float = Field(default=1.0, ge=0.0, le=100.0)
     rrf_k: int = Field(default=60, ge=1, le=10000)
     prefetch_k: int = Field(default=100, ge=1, le=1000)       # candidates fetched per side for fusion
+    # Query-aware weights of the Python-side fusions (docs/quality.md has the measurements behind them):
+    # lexical matches between languages are mostly names and numbers, so a hybrid over a corpus in another
+    # language loses to dense alone unless they count less; an unaccented Vietnamese query is where the
+    # dense encoder is weak (it never saw such text) and the folded lexical terms are strong.
+    cross_language_sparse_factor: float = Field(default=0.0, ge=0.0, le=1.0)  # × sparse_weight, other-language hits
+    unaccented_dense_factor: float = Field(default=0.3, ge=0.0, le=1.0)       # × dense_weight, unaccented vi queries
+    # × the share of the query's words found in the best lexical hit: min-max makes the best lexical hit 1.0
+    # even when all it shares with the query is one folded syllable ("đá" ~ "Đà"); coverage keeps it weak.
+    sparse_coverage: bool = True
 
     @model_validator(mode="after")
     def _some_weight(self) -> SearchConfig:
