@@ -51,6 +51,11 @@ class EncoderConfig(_Strict):
     max_batch_tokens: int = Field(default=8192, ge=64)
     max_batch_texts: int = Field(default=64, ge=1)
     max_concurrency: int = Field(default=4, ge=1, le=256)
+    # circuit breaker (openai backend): open after this many consecutive failed requests (each already
+    # retried max_retries times), fail fast while open, probe once after the cool-down (doubling to the cap)
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_cooldown_s: float = Field(default=5.0, gt=0)
+    breaker_max_cooldown_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _backend_fields(self) -> EncoderConfig:
