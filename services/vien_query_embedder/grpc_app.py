@@ -21,7 +21,7 @@ class QueryEmbedderServicer:
                      ) -> embedder_pb2.EncodeResponse:
         with RPC_LATENCY.labels("query-embedder", "Encode").time():
             res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
-                                          request.strict, request.bypass_cache)
+                                          request.strict, request.bypass_cache, timeout=context.time_remaining())
         return embedder_pb2.EncodeResponse(
             results=[
                 embedder_pb2.EncodedText(vector=pack(i.vector), dims=int(i.vector.shape[-1]),

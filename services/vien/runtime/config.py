@@ -268,6 +268,10 @@ class Settings:
     max_message_bytes: int = 16 * 1024 * 1024
     query_max_batch: int = 32
     query_max_queue: int = 512
+    # Admission by expected queueing delay (0 = off, only query_max_queue bounds the queue): a request
+    # that would wait longer than this behind the texts already queued gets RESOURCE_EXHAUSTED at once,
+    # which keeps admitted requests' latency near the unloaded one under overload.
+    query_max_wait_ms: int = 0
     log_level: str = "INFO"
 
     @classmethod
@@ -294,6 +298,7 @@ class Settings:
             max_message_bytes=_env_int("VIEN_MAX_MESSAGE_BYTES", d.max_message_bytes),
             query_max_batch=_env_int("VIEN_QUERY_MAX_BATCH", d.query_max_batch),
             query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
+            query_max_wait_ms=_env_int("VIEN_QUERY_MAX_WAIT_MS", d.query_max_wait_ms),
             log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
         )
 
