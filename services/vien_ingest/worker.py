@@ -111,7 +111,15 @@ class IngestWorker:
                 continue
             outcome = await self._process_with_retry(records)
             await self._dead_letter(outcome)
-            await self.consumer.commit()
+            try:
+                await self.consumer.commit()
+            except KafkaError as exc:
+                # Broker restarted or the group rebalanced: the batch is applied but its offsets are not
+                # committed, so it is delivered again and re-applied (idempotent writes); keep consuming.
+                INGEST_RETRIES.inc()
+                log.warning("commit of %d events failed (%s: %s); they will be delivered again",
+                            len(records), type(exc).__name__, exc)
+                continue
             self.processed += len(records)
             INGEST_EVENTS.labels("upserted").inc(outcome.upserted_docs)
             INGEST_EVENTS.labels("deleted").inc(outcome.deleted_docs)
