@@ -116,6 +116,7 @@ def test_doc_embedder_circuit_opens_fails_fast_not_serving_and_recovers_by_itsel
             fast_ms = (time.perf_counter() - t0) * 1e3
             assert ei.value.code() == grpc.StatusCode.UNAVAILABLE and "circuit open" in ei.value.details()
             assert fast_ms < 200, f"fail-fast took {fast_ms:.0f} ms"
+            t_open = time.monotonic()
             assert len(fake.requests) <= sent + 1  # at most a background probe reached the server
 
             # background probes (0.5 s, then 1 s cool-downs) keep failing: still open, re-opened by them
@@ -125,12 +126,15 @@ def test_doc_embedder_circuit_opens_fails_fast_not_serving_and_recovers_by_itsel
                 await asyncio.sleep(0.1)
             assert await status() == health_pb2.HealthCheckResponse.NOT_SERVING
 
+            t_up = time.monotonic()
             mode["now"] = "up"     # recovers by itself: a probe closes the circuit, health SERVING again
             deadline = time.monotonic() + 10
             while await status() != health_pb2.HealthCheckResponse.SERVING:
                 assert time.monotonic() < deadline, f"did not recover: {breaker.state}"
                 await asyncio.sleep(0.1)
             assert breaker.state == "closed"
+            print(f"breaker: fail-fast {fast_ms:.1f} ms while open; {breaker.opens} opens; SERVING again "
+                  f"{time.monotonic() - t_up:.2f}s after the backend recovered ({time.monotonic() - t_open:.1f}s open)")
             r = await encode()
             assert len(r.results) == 1 and r.model_id == "multilingual-e5-small-q4@openai"
 

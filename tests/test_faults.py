@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from test_ingest_processor import LocalDocEncoder
 
@@ -101,12 +102,21 @@ async def committed_total(bootstrap: str, topic: str, group: str) -> int:
         await consumer.stop()
 
 
+class ThreadedDocEncoder(LocalDocEncoder):
+    """The doc-embedder's ONNX model in process, run off the event loop like the real gRPC client is
+    (a blocking encode would starve the Kafka heartbeats and cost the worker its group membership)."""
+
+    async def encode(self, texts: list[str], profile: str) -> list[np.ndarray]:
+        ids = self.encoder.tokenize([self.profile.prompt("document", t) for t in texts], max_tokens=512)
+        return list(await asyncio.to_thread(self.encoder.embed_ids, ids))
+
+
 def make_worker(settings: Settings, store: RemoteStore, bootstrap: str, topics: tuple[str, str, str]
                 ) -> IngestWorker:
     documents, dlq, group = topics
     s = dataclasses.replace(settings, kafka_bootstrap=bootstrap, documents_topic=documents, dlq_topic=dlq,
                             ingest_group=group)
-    processor = IngestProcessor(s.config, store, LocalDocEncoder(settings), token_counters(s.config, s), detect)
+    processor = IngestProcessor(s.config, store, ThreadedDocEncoder(settings), token_counters(s.config, s), detect)
     return IngestWorker(s, processor, local_broker=True, max_records=32)
 
 
@@ -199,15 +209,12 @@ def test_broker_restart_worker_reconnects_and_goes_on(settings, tmp_path):
             await asyncio.to_thread(broker.start, "127.0.0.1", port, 30)
             await ensure_topics(broker.bootstrap, {topics[0]: DEFAULT_DOCUMENT_PARTITIONS, topics[1]: 1})
             await publish(broker.bootstrap, topics[0], doc_events(tenant, 40, 40))
-            try:
-                await until(lambda: _eq(committed_total(broker.bootstrap, topics[0], topics[2]), 40), 120,
-                            "the events published after the restart to be committed")
-            except AssertionError:
-                print("DEBUG committed", await committed_total(broker.bootstrap, topics[0], topics[2]),
-                      "count", await count(), "run done", run.done(), run.done() and run.exception())
-                raise
+            # (the store is polled, not the group's offsets: an OffsetFetch for the group while the
+            # worker rejoins it after the restart left tansu's group stuck in some runs)
+            await until(lambda: _eq(count(), 80), 120, "the events published after the restart")
+            await until(lambda: _eq(committed_total(broker.bootstrap, topics[0], topics[2]), 40), 60,
+                        "their offsets to be committed")
             assert not run.done(), "the worker loop died with the broker"
-            assert await count() == 80
         finally:
             worker.stopping.set()
             run.cancel()

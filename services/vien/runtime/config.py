@@ -272,6 +272,10 @@ class Settings:
     # that would wait longer than this behind the texts already queued gets RESOURCE_EXHAUSTED at once,
     # which keeps admitted requests' latency near the unloaded one under overload.
     query_max_wait_ms: int = 0
+    # gRPC's own cap on RPCs in progress per server (0 = none): beyond it gRPC core answers
+    # RESOURCE_EXHAUSTED before any Python runs, the last line of defence when even refusing in Python
+    # costs too much (such answers carry no retry-after-ms)
+    max_concurrent_rpcs: int = 0
     log_level: str = "INFO"
 
     @classmethod
@@ -299,6 +303,7 @@ class Settings:
             query_max_batch=_env_int("VIEN_QUERY_MAX_BATCH", d.query_max_batch),
             query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
             query_max_wait_ms=_env_int("VIEN_QUERY_MAX_WAIT_MS", d.query_max_wait_ms),
+            max_concurrent_rpcs=_env_int("VIEN_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
             log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
         )
 
