@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -173,7 +174,7 @@ class DocEmbedder:
             log.error("document encoder %s cannot be used: %s", name, exc)
             return
         backend = OpenAIDocBackend(name, cfg, client)
-        backend.listeners.append(lambda old, new, n=name: self._on_breaker(n, new))
+        backend.listeners.append(functools.partial(self._on_breaker_change, name))
         self.backends[name] = backend
         log.info("document encoder %s: openai backend %s model %r", name, client.url, cfg.model)
 
@@ -239,7 +240,7 @@ class DocEmbedder:
             counter = TokenizerCounter(tok, dcfg.server_prompt)
         return ProfileState("ok", guard=res, counter=counter)
 
-    def _on_breaker(self, encoder: str, state: str) -> None:
+    def _on_breaker_change(self, encoder: str, old: str, state: str) -> None:
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._publish_health())
         self._tasks.add(task)
