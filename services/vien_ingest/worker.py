@@ -49,7 +49,10 @@ class IngestWorker:
 
     async def connect(self, timeout: float = 60.0) -> None:
         s = self.settings
-        extra: dict[str, Any] = local_group_kwargs() if self.local_broker else {}
+        # The local broker (tansu, memory storage) comes back empty after a restart: if the group is
+        # re-joined before the topics are re-created, the consumer only sees them at its next metadata
+        # refresh, so refresh often there (Kafka's default is 5 minutes).
+        extra: dict[str, Any] = {**local_group_kwargs(), "metadata_max_age_ms": 3000} if self.local_broker else {}
         backoff = Backoff(cap=5.0)
         deadline = time.monotonic() + timeout
         while True:
