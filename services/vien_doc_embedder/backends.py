@@ -5,8 +5,11 @@ requested dims with per-text token counts, so logic.py does not care which one r
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,8 +19,17 @@ from vien.embedding.batcher import Batcher
 from vien.embedding.encoders import TextEncoder, prepare
 from vien.embedding.openai_client import OpenAIEmbeddingsClient, estimate_tokens
 from vien.embedding.vectors import truncate
+from vien.runtime.breaker import CircuitBreaker, State
 from vien.runtime.config import EncoderConfig
-from vien.runtime.errors import InvalidArgument
+from vien.runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
+from vien.runtime.metrics import (
+    BREAKER_OPENS,
+    BREAKER_REJECTED,
+    BREAKER_STATE,
+)
+
+log = logging.getLogger("vien.doc_embedder")
+_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 
 @dataclass(frozen=True)
@@ -133,15 +145,37 @@ class OnnxDocBackend:
 
 class OpenAIDocBackend:
     """vLLM (or any OpenAI-compatible server). The server batches continuously itself, so requests are
-    only packed per call (token budget) and bounded in flight; there is no cross-request queue here."""
+    only packed per call (token budget) and bounded in flight; there is no cross-request queue here.
+
+    A circuit breaker sits in front of the client: after `breaker_failures` consecutive requests that
+    failed even after their retries (server down, 5xx, timeouts), calls fail fast with UNAVAILABLE
+    instead of each waiting out its own retries; one probe goes through after the cool-down.
+    429 (ResourceExhausted) is flow control, not a fault: it neither opens nor closes the breaker."""
 
     kind = "openai"
 
-    def __init__(self, name: str, cfg: EncoderConfig, client: OpenAIEmbeddingsClient | None = None) -> None:
+    def __init__(self, name: str, cfg: EncoderConfig, client: OpenAIEmbeddingsClient | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.cfg = cfg
         self.client = client or OpenAIEmbeddingsClient(name, cfg)
         self.model_id = f"{cfg.model}@openai"
+        self.listeners: list[Callable[[State, State], None]] = []
+        self.breaker = CircuitBreaker(f"encoders.{name}", cfg.breaker_failures, cfg.breaker_cooldown_s,
+                                      max(cfg.breaker_cooldown_s, cfg.breaker_max_cooldown_s), clock=clock,
+                                      on_change=self._on_breaker)
+        BREAKER_STATE.labels(name).set(0)
+
+    def _on_breaker(self, b: CircuitBreaker, old: State, new: State) -> None:
+        BREAKER_STATE.labels(self.name).set(_STATE_VALUE[new])
+        if new == "open":
+            BREAKER_OPENS.labels(self.name).inc()
+            log.warning("encoders.%s: circuit open after %d consecutive failures; failing fast for %.1fs",
+                        self.name, b.consecutive_failures, b.cooldown_s)
+        elif new == "closed":
+            log.info("encoders.%s: circuit closed (backend answered again)", self.name)
+        for fn in self.listeners:
+            fn(old, new)
 
     async def start(self) -> None:
         return None
@@ -171,9 +205,31 @@ class OpenAIDocBackend:
             cut.append(was_cut)
         t_tok = time.perf_counter() - t0
         send = dims if (dims < full_dims and self.cfg.send_dimensions) else None
+        b = self.breaker
+        if not b.allow():
+            BREAKER_REJECTED.labels(self.name).inc()
+            raise Unavailable(f"document encoder {self.name!r}: circuit open after {b.consecutive_failures} "
+                              f"consecutive failures; next probe in {b.retry_in():.1f}s")
         t0 = time.perf_counter()
-        mat = await self.client.embed(texts, counts, expected_dims=full_dims, dimensions=send,
-                                      max_retries=max_retries)
+        verdict = False
+        try:
+            mat = await self.client.embed(texts, counts, expected_dims=full_dims, dimensions=send,
+                                          max_retries=max_retries)
+            b.record_success()
+            verdict = True
+        except Unavailable:
+            b.record_failure()
+            verdict = True
+            raise
+        except (ResourceExhausted, asyncio.CancelledError):
+            raise
+        except Exception:
+            b.record_success()  # the server answered (4xx, malformed body): reachable, not a breaker fault
+            verdict = True
+            raise
+        finally:
+            if not verdict:
+                b.release()
         t_inf = time.perf_counter() - t0
         mat = truncate(mat, dims)   # no-op when the server already shortened them
         return Encoded(mat, counts, cut, {"tokenize": t_tok * 1e3, "inference": t_inf * 1e3})

@@ -10,12 +10,16 @@ or an OpenAI-compatible server (vLLM in production). Before a profile is served 
 - failed: the encoders disagree (or the encoder cannot be used at all: missing API key, 4xx, bad model).
   Encode answers FAILED_PRECONDITION and health is NOT_SERVING, because indexing vectors from the
   wrong space silently corrupts search. The process stays up and answers health.
+A remote backend also has a circuit breaker (backends.py): while it is open, its profiles answer
+UNAVAILABLE at once, and health is NOT_SERVING when no profile is left servable (the usual layout: a
+doc-embedder in front of one vLLM). A background probe closes it again once the server answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -81,6 +85,8 @@ class DocEmbedder:
         self._guard_encoders: dict[str, TextEncoder] = {}
         self._on_health: HealthCallback | None = None
         self._retry_task: asyncio.Task[None] | None = None
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         for name in config.profiles:
             SPACE_GUARD_OK.labels(name).set(-1)
 
@@ -102,6 +108,10 @@ class DocEmbedder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry_task
             self._retry_task = None
+        for t in [*self._probes.values(), *self._tasks]:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
         for b in self.backends.values():
             await b.close()
 
@@ -110,9 +120,15 @@ class DocEmbedder:
         failed = [s.reason for s in self.profiles.values() if s.status == "failed"]
         if failed:
             return False, "; ".join(failed)
-        if not any(s.status == "ok" for s in self.profiles.values()):
-            return False, "no profile ready: " + "; ".join(s.reason for s in self.profiles.values())
+        if not any(s.status == "ok" and not self._circuit_open(n) for n, s in self.profiles.items()):
+            return False, "no profile ready: " + "; ".join(
+                f"circuit open for document encoder {self.config.profiles[n].document_encoder!r}"
+                if s.status == "ok" else s.reason for n, s in self.profiles.items())
         return True, ""
+
+    def _circuit_open(self, pname: str) -> bool:
+        breaker = getattr(self.backends.get(self.config.profiles[pname].document_encoder), "breaker", None)
+        return breaker is not None and breaker.state != "closed"
 
     # ------------------------------------------------------------------ encode
     async def encode(self, texts: list[str], profile: str, dimensions: int = 0,
@@ -157,7 +173,9 @@ class DocEmbedder:
             self.backend_errors[name] = str(exc)
             log.error("document encoder %s cannot be used: %s", name, exc)
             return
-        self.backends[name] = OpenAIDocBackend(name, cfg, client)
+        backend = OpenAIDocBackend(name, cfg, client)
+        backend.listeners.append(functools.partial(self._on_breaker_change, name))
+        self.backends[name] = backend
         log.info("document encoder %s: openai backend %s model %r", name, client.url, cfg.model)
 
     async def _guard_encoder(self, name: str) -> TextEncoder:
@@ -221,6 +239,30 @@ class DocEmbedder:
         if dcfg.backend == "openai" and tok is not None:
             counter = TokenizerCounter(tok, dcfg.server_prompt)
         return ProfileState("ok", guard=res, counter=counter)
+
+    def _on_breaker_change(self, encoder: str, old: str, state: str) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._publish_health())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if state == "open" and encoder not in self._probes:
+            self._probes[encoder] = loop.create_task(self._probe(encoder), name=f"probe-{encoder}")
+
+    async def _probe(self, encoder: str) -> None:
+        """Close the breaker without waiting for traffic: one small request after each cool-down."""
+        backend = self.backends[encoder]
+        breaker = backend.breaker  # type: ignore[attr-defined]
+        pname, prof = next((n, p) for n, p in self.config.profiles.items() if p.document_encoder == encoder)
+        try:
+            while breaker.state != "closed":
+                await asyncio.sleep(max(0.2, breaker.retry_in()))
+                if breaker.state == "closed" or breaker.retry_in() > 0:
+                    continue
+                with contextlib.suppress(VienError):
+                    await backend.encode([prof.prompt("document", "probe")], dims=prof.dims, full_dims=prof.dims,
+                                         max_tokens=prof.max_tokens, strict=False, profile=pname, max_retries=0)
+        finally:
+            self._probes.pop(encoder, None)
 
     async def _publish_health(self) -> None:
         if self._on_health is not None:

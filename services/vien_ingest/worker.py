@@ -50,7 +50,10 @@ class IngestWorker:
 
     async def connect(self, timeout: float = 60.0) -> None:
         s = self.settings
-        extra: dict[str, Any] = local_group_kwargs() if self.local_broker else {}
+        # The local broker (tansu, memory storage) comes back empty after a restart: if the group is
+        # re-joined before the topics are re-created, the consumer only sees them at its next metadata
+        # refresh, so refresh often there (Kafka's default is 5 minutes).
+        extra: dict[str, Any] = {**local_group_kwargs(), "metadata_max_age_ms": 3000} if self.local_broker else {}
         backoff = Backoff(cap=5.0)
         deadline = time.monotonic() + timeout
         while True:
@@ -125,7 +128,15 @@ class IngestWorker:
             INGEST_BATCH.observe(len(records))
             outcome = await self._process_with_retry(records)
             await self._dead_letter(outcome)
-            await self.consumer.commit()
+            try:
+                await self.consumer.commit()
+            except KafkaError as exc:
+                # Broker restarted or the group rebalanced: the batch is applied but its offsets are not
+                # committed, so it is delivered again and re-applied (idempotent writes); keep consuming.
+                INGEST_RETRIES.inc()
+                log.warning("commit of %d events failed (%s: %s); they will be delivered again",
+                            len(records), type(exc).__name__, exc)
+                continue
             await self.report_lag()
             self.processed += len(records)
             INGEST_EVENTS.labels("upserted").inc(outcome.upserted_docs)

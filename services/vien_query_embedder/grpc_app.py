@@ -20,7 +20,7 @@ class QueryEmbedderServicer:
     async def Encode(self, request: embedder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
                      ) -> embedder_pb2.EncodeResponse:
         res = await self.logic.encode(list(request.texts), request.profile, request.dimensions,
-                                      request.strict, request.bypass_cache)
+                                      request.strict, request.bypass_cache, timeout=context.time_remaining())
         hits = sum(i.cache_hit for i in res.items)
         annotate({ATTR_PROFILE: request.profile, ATTR_BATCH_SIZE: len(res.items),
                   ATTR_TOKENS: sum(i.token_count for i in res.items), ATTR_CACHE_HITS: hits,

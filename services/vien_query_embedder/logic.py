@@ -17,8 +17,8 @@ from vien.embedding.encoders import TextEncoder, load_onnx_encoder, prepare
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
 from vien.embedding.vectors import truncate
 from vien.runtime.config import EncoderConfig, Settings, VienConfig
-from vien.runtime.errors import InvalidArgument
-from vien.runtime.metrics import TEXTS, TOKENS
+from vien.runtime.errors import DeadlineExceeded, InvalidArgument
+from vien.runtime.metrics import DEADLINE_DROPPED, TEXTS, TOKENS
 
 log = logging.getLogger("vien.query_embedder")
 
@@ -63,7 +63,8 @@ class QueryEmbedder:
                      enc.dims, time.perf_counter() - t0)
             self.encoders[name] = enc
             b = Batcher(enc, max_batch_texts=self.settings.query_max_batch,
-                        max_queue=self.settings.query_max_queue, name=f"q-{name}", service="query-embedder")
+                        max_queue=self.settings.query_max_queue, name=f"q-{name}", service="query-embedder",
+                        max_wait_s=self.settings.query_max_wait_ms / 1e3)
             b.start()
             self.batchers[name] = b
         for pname, p in self.config.profiles.items():
@@ -89,7 +90,9 @@ class QueryEmbedder:
         await self.cache.close()
 
     async def encode(self, texts: list[str], profile: str, dimensions: int = 0, strict: bool = False,
-                     bypass_cache: bool = False) -> EncodeResult:
+                     bypass_cache: bool = False, timeout: float | None = None) -> EncodeResult:
+        """`timeout`: seconds the caller still waits (its gRPC deadline); texts still queued when it
+        passes are dropped from the batcher (DeadlineExceeded) instead of computed for nobody."""
         t_start = time.perf_counter()
         if not profile:
             raise InvalidArgument("profile", "is required")
@@ -117,7 +120,13 @@ class QueryEmbedder:
             prepared = prepare(enc, [prompted[i] for i in miss], prof.max_tokens, strict, pname, indices=miss)
             batcher = self.batchers[enc_name]
             t0 = time.perf_counter()
-            vectors = await batcher.embed([p.ids for p in prepared])
+            if timeout is not None:
+                timeout -= time.perf_counter() - t_start
+            try:
+                vectors = await batcher.embed([p.ids for p in prepared], timeout=timeout)
+            except DeadlineExceeded:
+                DEADLINE_DROPPED.labels("query-embedder").inc(len(prepared))
+                raise
             t_infer = time.perf_counter() - t0
             fresh = [CachedVector(v, p.token_count, p.truncated) for v, p in zip(vectors, prepared, strict=True)]
             for i, entry in zip(miss, fresh, strict=True):

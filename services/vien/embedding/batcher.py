@@ -7,6 +7,8 @@ costs time and, with dynamic int8 quantisation, shifts activation scales and so 
 bucketing keeps a query's embedding the same whether it was batched or not, which the cache needs.
 
 The queue is bounded in texts; beyond it callers get ResourceExhausted at once with a retry hint.
+A text whose caller's deadline has passed by the time a batch is formed is dropped (DeadlineExceeded),
+never computed: under overload the model only works on answers someone is still waiting for.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vien.embedding.encoders import TextEncoder
-from vien.runtime.errors import ResourceExhausted
+from vien.runtime.errors import DeadlineExceeded, ResourceExhausted
 from vien.runtime.metrics import BATCH_SIZE, QUEUE_DEPTH, REJECTED
 
 
@@ -38,6 +40,7 @@ class _Item:
     ids: list[int]
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float = float("inf")  # time.perf_counter() by which the caller needs the answer
 
     @property
     def bucket(self) -> int:
@@ -52,6 +55,8 @@ class BatchStats:
     busy_s: float = 0.0
     last_batch_size: int = 0
     rejected: int = 0
+    peak_depth: int = 0       # most texts ever queued at once (bounded by max_queue)
+    expired: int = 0          # texts dropped from the queue because their deadline had passed
     per_text_s: float = 0.005  # EWMA, seeds the retry hint
 
 
@@ -64,11 +69,13 @@ class Batcher:
         max_queue: int = 512,
         name: str = "batcher",
         service: str = "",
+        max_wait_s: float = 0.0,
     ) -> None:
         self.encoder = encoder
         self.max_batch_texts = max_batch_texts
         self.max_batch_tokens = max_batch_tokens
         self.max_queue = max_queue
+        self.max_wait_s = max_wait_s  # admission by expected queueing delay; 0 = off
         self.stats = BatchStats()
         self._pending: deque[_Item] = deque()
         self._wake = asyncio.Event()
@@ -104,8 +111,13 @@ class Batcher:
     def retry_after_ms(self) -> int:
         return max(5, int(1000 * self.stats.per_text_s * max(1, self.depth)))
 
-    async def embed(self, batch: Sequence[list[int]]) -> list[np.ndarray]:
-        """Embed token-id lists; returns one vector per list. Raises ResourceExhausted when full."""
+    def expected_wait_s(self, extra: int = 0) -> float:
+        return self.stats.per_text_s * (self.depth + extra)
+
+    async def embed(self, batch: Sequence[list[int]], timeout: float | None = None) -> list[np.ndarray]:
+        """Embed token-id lists; returns one vector per list. Raises ResourceExhausted when full (or, with
+        max_wait_s, when the expected wait is too long), and DeadlineExceeded when `timeout` seconds pass
+        before the texts' batch starts."""
         if self.depth + len(batch) > self.max_queue:
             self.stats.rejected += 1
             if self.service:
@@ -114,10 +126,21 @@ class Batcher:
                 f"embedding queue full ({self.depth} of {self.max_queue} texts queued); retry later",
                 retry_after_ms=self.retry_after_ms(),
             )
+        if self.max_wait_s and self.depth and self.expected_wait_s(len(batch)) > self.max_wait_s:
+            self.stats.rejected += 1
+            if self.service:
+                REJECTED.labels(self.service).inc()
+            raise ResourceExhausted(
+                f"embedding queue busy (expected wait {1e3 * self.expected_wait_s(len(batch)):.0f} ms > "
+                f"{1e3 * self.max_wait_s:.0f} ms for {self.depth} queued texts); retry later",
+                retry_after_ms=self.retry_after_ms(),
+            )
         loop = asyncio.get_running_loop()
-        items = [_Item(ids, loop.create_future()) for ids in batch]
+        deadline = float("inf") if timeout is None else time.perf_counter() + timeout
+        items = [_Item(ids, loop.create_future(), deadline=deadline) for ids in batch]
         self._pending.extend(items)
         self._report_depth()
+        self.stats.peak_depth = max(self.stats.peak_depth, len(self._pending))
         self._wake.set()
         try:
             return list(await asyncio.gather(*(i.future for i in items)))
@@ -127,7 +150,17 @@ class Batcher:
                 i.future.cancel()
             raise
 
+    def _expire(self) -> None:
+        now = time.perf_counter()
+        for item in self._pending:
+            if item.deadline <= now and not item.future.done():
+                self.stats.expired += 1
+                item.future.set_exception(DeadlineExceeded(
+                    f"deadline passed after {1e3 * (now - item.enqueued):.0f} ms in the embedding queue; "
+                    "dropped without computing"))
+
     def _take_batch(self) -> list[_Item]:
+        self._expire()
         while self._pending and self._pending[0].future.done():
             self._pending.popleft()
         if not self._pending:

