@@ -103,7 +103,7 @@ def test_search_modes_over_grpc_and_cli(mesh, published):
     assert "embed" not in sparse.timings.stage_ms  # lexical only: the router was not asked
     hybrid = search(mesh, "phin filter condensed milk", "demo", top_k=3, mode=search_pb2.SEARCH_MODE_HYBRID)
     assert hybrid.mode == search_pb2.SEARCH_MODE_HYBRID and hybrid.hits[0].doc_id == "en-coffee"
-    assert search(mesh, "phin", "demo", top_k=1).mode == search_pb2.SEARCH_MODE_DENSE  # the profile's default
+    assert search(mesh, "phin", "demo", top_k=1).mode == search_pb2.SEARCH_MODE_HYBRID  # the profile's default
     out = vien("search", "--search", mesh.addrs["search"], "--tenant", "demo", "--top-k", "1", "--mode", "sparse",
                "phin")
     assert out.returncode == 0, out.stderr

@@ -231,3 +231,25 @@ def test_unaccented_vietnamese_query_leans_on_lexical_terms(model, indexed) -> N
     assert [(h.doc_id, round(h.score, 5)) for h in res.hits] == expected_weighted(
         store, config, model, q, "t1", factor, 1.0, 4)
     assert res.hits[0].doc_id in ("err", "printer")
+
+
+def test_word_coverage_compares_words_and_folds_only_for_unaccented_queries() -> None:
+    from vien_search.logic import word_coverage
+
+    assert word_coverage("cà phê sữa đá", "Vé máy bay Hà Nội – Đà Nẵng") == 0.0  # "đá" is not "Đà"
+    assert word_coverage("ca phe sua da", "Cà phê sữa đá") == 1.0              # unaccented: folded both sides
+    assert word_coverage("máy in kẹt giấy", "Máy in văn phòng") == 0.5
+    assert word_coverage("?!", "anything") == 0.0
+
+
+def test_a_lone_folded_match_does_not_outweigh_dense(model, indexed) -> None:
+    """Min-max makes the best lexical hit 1.0 however weak it is; the word-coverage factor keeps a hit that
+    shares no word with the query (only a diacritic-free syllable) from weighing in: the fused order is
+    the dense order."""
+    store, config = indexed
+    # "phố" (street) is not "phở" (the soup), but their diacritic-free forms are the same
+    sparse = ids(search(Searcher(config, model, store), "phố cổ", mode="sparse", top_k=3))
+    assert sparse and sparse[0] == "pho"  # there is a lexical match, through folding only
+    res = search(Searcher(config, model, store), "phố cổ", mode="hybrid", top_k=4)
+    assert [(h.doc_id, round(h.score, 5)) for h in res.hits] == expected_weighted(
+        store, config, model, "phố cổ", "t1", 1.0, 0.0, 4)

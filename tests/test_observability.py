@@ -196,12 +196,16 @@ def test_one_trace_runs_from_a_search_client_through_search_router_query_embedde
     assert qe.attributes["vien.profile"] == "e5-small" and qe.attributes["vien.batch_size"] == 1
     assert qe.attributes["vien.cache_hit"] is False and qe.attributes["vien.tokens"] >= 3
     assert router.attributes["vien.tokens"] == qe.attributes["vien.tokens"]
-    # search -> store Query
-    query = t.one("/vien.v1.VectorStore/Query", "SERVER", "vien-store")
-    query_client = t.parent(query)
-    assert query_client.kind == "CLIENT" and query_client.service == "vien-search"
-    assert t.parent(query_client) is search
-    assert query.attributes["vien.top_k"] == 2 and query.attributes["vien.collection"]
+    # search -> store Query: the profile's default mode is hybrid, so two queries (dense and lexical), each
+    # fetching search.prefetch_k candidates for the fusion
+    assert search.attributes["vien.mode"] == "hybrid"
+    queries = t.find("/vien.v1.VectorStore/Query", "SERVER", "vien-store")
+    assert len(queries) == 2
+    for query in queries:
+        query_client = t.parent(query)
+        assert query_client.kind == "CLIENT" and query_client.service == "vien-search"
+        assert t.parent(query_client) is search
+        assert query.attributes["vien.top_k"] == 100 and query.attributes["vien.collection"]
     # the repeated query: the router answers from the cache; no hop to the query-embedder
     hit = traces[True]
     hit_router = hit.one("/vien.v1.Router/Embed", "SERVER", "vien-router")
