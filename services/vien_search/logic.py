@@ -128,9 +128,10 @@ class Searcher:
             return mode, profile, ""
         if not mode and not any(p.search.mode == "sparse" for p in self.config.profiles.values()):
             return "", profile, ""  # the default of whichever profile the router picks
-        name = profile or self.config.route(detect(query))
+        lang = detect(query)
+        name = profile or self.config.route(lang)
         if (mode or self.config.profiles[name].search.mode) == "sparse":
-            return "sparse", name, detect(query)
+            return "sparse", name, lang
         return mode, profile, ""
 
     @staticmethod
