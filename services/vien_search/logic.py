@@ -8,13 +8,13 @@ profile's `search.fusion` says). "" = the profile's `search.mode`."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from vien.documents.identity import check_tenant
 from vien.lexical import LexicalEncoder
 from vien.lexical.tokens import fold, words
 from vien.runtime.config import LANGS, ProfileConfig, VienConfig
@@ -23,7 +23,6 @@ from vien.store.base import Hit, SearchFilter, SparseVector, VectorStore
 from vien_router.langid import detect
 from vien_search import fusion
 
-TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
 MAX_QUERY_CHARS = 4096
@@ -81,14 +80,6 @@ def word_coverage(query: str, text: str) -> float:
     if is_unaccented(query):
         q, d = {fold(w) for w in q}, {fold(w) for w in d}
     return len(q & d) / len(q)
-
-
-def check_tenant(tenant: str, field_name: str = "tenant") -> str:
-    if not tenant:
-        raise InvalidArgument(field_name, "is required (documents are always scoped to a tenant)")
-    if not TENANT_RE.match(tenant):
-        raise InvalidArgument(field_name, f"{tenant!r} must match {TENANT_RE.pattern}")
-    return tenant
 
 
 def to_hit(h: Hit) -> SearchHit:
@@ -174,7 +165,7 @@ class Searcher:
             raise InvalidArgument("query", "must not be empty")
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidArgument("query", f"{len(query)} characters exceeds the limit of {MAX_QUERY_CHARS}")
-        check_tenant(tenant)
+        check_tenant(tenant)  # the one tenant rule; INVALID_ARGUMENT naming the field
         top_k = top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgument("top_k", f"{top_k} is out of range; allowed 1..{MAX_TOP_K}")
@@ -204,7 +195,9 @@ class Searcher:
         if vector is not None and vector.shape[-1] != prof.dims:
             raise InvalidArgument("dimensions", f"must be {prof.dims}, the dims of collection {prof.collection!r}")
         if not await self._tenant_known(prof.collection, tenant):
-            raise InvalidArgument("tenant", f"unknown tenant {tenant!r}: no documents in profile {pname!r}")
+            # a valid tenant that has indexed nothing (yet) gets what it owns: no hits, not an error
+            stage["total"] = (time.perf_counter() - t_start) * 1e3
+            return SearchResult([], pname, query_lang, stage, mode)
         sv = SparseVector([], [])
         if mode != "dense":
             t0 = time.perf_counter()

@@ -10,6 +10,7 @@ from typing import TypeAlias
 
 import grpc
 
+from vien.documents.identity import check_doc_id, check_tenant
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument
 from vien.runtime.grpc_server import HealthReporter
@@ -43,13 +44,17 @@ class StoreServicer:
     async def Delete(self, r: store_pb2.DeleteRequest, c: Ctx) -> store_pb2.Ack:
         if r.ids:
             await asyncio.to_thread(self.store.delete, r.collection, list(r.ids))
-        elif r.tenant and r.doc_id:
+        elif r.tenant or r.doc_id:
+            check_tenant(r.tenant)
+            check_doc_id(r.doc_id)
             await asyncio.to_thread(self.store.delete_by_doc, r.collection, r.tenant, r.doc_id)
         else:
             raise InvalidArgument("ids", "give point ids, or tenant and doc_id")
         return store_pb2.Ack()
 
     async def DocChunks(self, r: store_pb2.DocChunksRequest, c: Ctx) -> store_pb2.HitsResponse:
+        check_tenant(r.tenant)
+        check_doc_id(r.doc_id)
         hits = await asyncio.to_thread(self.store.doc_chunks, r.collection, r.tenant, r.doc_id)
         return wire.hits_to_pb(hits)
 

@@ -17,7 +17,8 @@ Decisions (the ingest worker relies on them):
 * **Identity is (tenant, doc_id).** :func:`point_id` hashes ``f"{tenant}/{doc_id}#{chunk_index}"``, so doc
   "1" of tenant a and doc "1" of tenant b are different points and never overwrite each other. For that
   string to be unambiguous a tenant may not contain ``/`` (doc ids may contain anything but control
-  characters: the tenant ends at the first ``/`` and the chunk index starts after the last ``#``).
+  characters: the tenant ends at the first ``/`` and the chunk index starts after the last ``#``). The
+  tenant and doc id rules are :mod:`vien.documents.identity`, shared with search and the CLI.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
 
+from vien.documents.identity import IdentityError, check_doc_id, check_tenant
 from vien.v1.documents_pb2 import DocumentEvent
 
 #: Fixed namespace of vien point ids (uuid5(NAMESPACE_URL, "https://vien.dev/ns/point"), frozen here:
@@ -49,8 +51,6 @@ class EventLimits:
 
     max_text_chars: int = 1_000_000
     max_title_chars: int = 10_000
-    max_doc_id_chars: int = 512
-    max_tenant_chars: int = 128
     max_lang_chars: int = 16
     max_profile_chars: int = 64
     max_metadata_bytes: int = 64 * 1024
@@ -118,10 +118,11 @@ def validate_event(event: DocumentEvent, limits: EventLimits = DEFAULT_LIMITS) -
         raise PoisonEvent("op is unspecified (OP_UNSPECIFIED): expected OP_UPSERT or OP_DELETE", "op_unspecified")
     if event.op not in (DocumentEvent.OP_UPSERT, DocumentEvent.OP_DELETE):
         raise PoisonEvent(f"unknown op {int(event.op)}: expected OP_UPSERT (1) or OP_DELETE (2)", "op_unknown")
-    _check_id("doc_id", event.doc_id, limits.max_doc_id_chars, required=True, code="doc_id")
-    _check_id("tenant", event.tenant, limits.max_tenant_chars, required=True, code="tenant")
-    if "/" in event.tenant:
-        raise PoisonEvent("tenant contains '/', which point ids use as the tenant separator", "tenant_slash")
+    try:
+        check_doc_id(event.doc_id)
+        check_tenant(event.tenant)
+    except IdentityError as e:
+        raise PoisonEvent(e.reason, e.reason_code) from e
     if event.op == DocumentEvent.OP_DELETE:
         return
     _check_id("lang", event.lang, limits.max_lang_chars, required=False, code="lang")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -27,11 +26,11 @@ from typing import Any
 
 import grpc
 
+from vien.documents.identity import IdentityError, check_tenant
 from vien.runtime.config import ConfigError, VienConfig
 from vien.runtime.errors import PermissionDenied, Unauthenticated
 
 AUTHORIZATION = "authorization"
-_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")  # the tenant rule of search and ingest
 
 
 @dataclass(frozen=True)
@@ -68,8 +67,10 @@ class ApiKeys:
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         self._entries: list[tuple[bytes, str]] = []
         for tenant, key in pairs:
-            if not _TENANT_RE.match(tenant):
-                raise ConfigError(f"API key of tenant {tenant!r}: tenant must match {_TENANT_RE.pattern}")
+            try:
+                check_tenant(tenant)
+            except IdentityError as e:
+                raise ConfigError(f"API key of tenant {tenant!r}: {e}") from e
             self._entries.append((_digest(key), tenant))
 
     @classmethod

@@ -1,0 +1,1 @@
+"""The document contract shared by every entry point: identity rules (tenant, doc id)."""
