@@ -4,11 +4,13 @@ at-least-once rules without Kafka in the way."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
 from google.protobuf import struct_pb2
 
+from vien.documents.payload import TOMBSTONE_COLLECTION, ChunkPayload
 from vien.embedding.encoders import load_onnx_encoder
 from vien.ingest_logic.events import point_id
 from vien.store.base import SearchFilter
@@ -133,3 +135,33 @@ def test_transient_store_failure_raises_so_nothing_is_committed(env, monkeypatch
     monkeypatch.setattr(store, "upsert", down)
     with pytest.raises(StoreUnavailable):
         run(proc, event("z", "sẽ thử lại"))
+
+
+def test_a_delete_leaves_a_tombstone_so_an_older_upsert_replayed_after_it_stays_deleted(env):
+    proc, store, _ = env
+    run(proc, event("t", "phiên bản bốn", version=4))
+    run(proc, event("t", op=DocumentEvent.OP_DELETE, version=5))
+    assert chunks_of(store, "t") == []
+    late = run(proc, event("t", "phiên bản bốn", version=4))  # replayed / re-sent after the delete
+    assert late.stale == 1 and late.upserted_docs == 0 and chunks_of(store, "t") == []
+    tomb = store.doc_chunks(TOMBSTONE_COLLECTION, "t1", "t")
+    assert len(tomb) == 1 and tomb[0].payload["version"] == 5
+    assert run(proc, event("t", "phiên bản sáu", version=6)).upserted_docs == 1  # a newer version comes back
+    assert chunks_of(store, "t")[0].payload["version"] == 6
+    # the tombstone is per tenant: the same doc id of another tenant is untouched
+    assert run(proc, event("t", "của tenant khác", version=1, tenant="t2")).upserted_docs == 1
+
+
+def test_chunk_payload_is_the_one_definition_ingest_writes_and_search_reads(env):
+    from vien_search.logic import to_hit
+
+    proc, store, _ = env
+    run(proc, event("p", "Hà Nội là thủ đô.", version=7, title="Thủ đô",
+                    metadata=struct_pb2.Struct(fields={"src": struct_pb2.Value(string_value="wiki")})))
+    hit = chunks_of(store, "p")[0]
+    assert set(hit.payload) == {f.name for f in dataclasses.fields(ChunkPayload)}
+    p = ChunkPayload.from_dict(hit.payload)
+    meta = {"src": "wiki"}
+    assert (p.tenant, p.doc_id, p.version, p.title, p.metadata, p.n_chunks) == ("t1", "p", 7, "Thủ đô", meta, 1)
+    h = to_hit(hit)
+    assert (h.doc_id, h.version, h.title, h.metadata, h.tenant, h.text) == ("p", 7, "Thủ đô", meta, "t1", p.text)

@@ -26,6 +26,7 @@ import numpy as np
 from google.protobuf import json_format
 from opentelemetry import trace
 
+from vien.documents.payload import TOMBSTONE_COLLECTION, TOMBSTONE_DIMS, ChunkPayload, Tombstone
 from vien.ingest_logic.chunking import chunk_text
 from vien.ingest_logic.events import PoisonEvent, decode_event, event_content_hash, point_id
 from vien.kafka.tracing import extract_context
@@ -40,6 +41,7 @@ log = logging.getLogger("vien.ingest")
 tracer = trace.get_tracer("vien.ingest")
 
 UPSERT, DELETE = DocumentEvent.OP_UPSERT, DocumentEvent.OP_DELETE
+_TOMBSTONE_VECTOR = np.ones(TOMBSTONE_DIMS, np.float32)
 T = TypeVar("T")
 
 
@@ -148,6 +150,11 @@ class IngestProcessor:
             self._ensured.add(prof.collection)
         return prof.collection
 
+    async def _ensure_tombstones(self) -> None:
+        if TOMBSTONE_COLLECTION not in self._ensured:
+            await asyncio.to_thread(self.store.ensure_collection, TOMBSTONE_COLLECTION, TOMBSTONE_DIMS, False)
+            self._ensured.add(TOMBSTONE_COLLECTION)
+
     def _route(self, ev: DocumentEvent) -> tuple[str, str]:
         lang = ev.lang or self.detect(f"{ev.title}\n{ev.text[:2000]}")
         profile = ev.profile or self.config.route(lang)
@@ -166,17 +173,22 @@ class IngestProcessor:
         return [c.text for c in chunk_text(body, count_prompted, prof.max_tokens, self.overlap_tokens)]
 
     async def _stored_state(self, doc: _Doc) -> tuple[int, str, int, str]:
-        """(version, content hash, chunk count, collection) of what the store holds for this doc."""
+        """(version, content hash, chunk count, collection) of what the store holds for this doc; for a
+        deleted doc, its tombstone's version (so an older upsert replayed after the delete stays skipped)."""
+        ev = doc.event
         for prof in self.config.profiles.values():
             try:
-                hits = await asyncio.to_thread(self.store.doc_chunks, prof.collection, doc.event.tenant,
-                                               doc.event.doc_id)
+                hits = await asyncio.to_thread(self.store.doc_chunks, prof.collection, ev.tenant, ev.doc_id)
             except NotFound:
                 continue
             if hits:
-                p = hits[0].payload
-                return int(p.get("version", 0)), str(p.get("content_hash", "")), len(hits), prof.collection
-        return -1, "", 0, ""
+                p = ChunkPayload.from_dict(hits[0].payload)
+                return p.version, p.content_hash, len(hits), prof.collection
+        try:
+            tomb = await asyncio.to_thread(self.store.doc_chunks, TOMBSTONE_COLLECTION, ev.tenant, ev.doc_id)
+        except NotFound:
+            tomb = []
+        return (Tombstone.from_dict(tomb[0].payload).version if tomb else -1), "", 0, ""
 
     async def _bounded(self, coro: Awaitable[T]) -> T:
         async with self._lookups:
@@ -333,10 +345,13 @@ class IngestProcessor:
         by_collection: dict[str, list[Point]] = {}
         surplus: dict[str, list[str]] = {}
         deletes: list[tuple[str, str, str]] = []
+        tombstones: list[Point] = []
         sparse = await asyncio.to_thread(self._sparse_vectors, docs)  # ~1 ms a chunk: off the event loop
         for d, d_sparse in zip(docs, sparse, strict=True):
             ev = d.event
             if ev.op == DELETE:
+                tomb = Tombstone(ev.tenant, ev.doc_id, int(ev.version))
+                tombstones.append(Point(tomb.point_id, _TOMBSTONE_VECTOR, tomb.to_dict()))
                 if d.stored_collection:
                     deletes.append((d.stored_collection, ev.tenant, ev.doc_id))
                 out.deleted_docs += 1
@@ -345,13 +360,11 @@ class IngestProcessor:
             meta: dict[str, Any] = (json_format.MessageToDict(ev.metadata) if ev.HasField("metadata") else {})
             n = len(d.chunks)
             for i, (text, vec, sv) in enumerate(zip(d.chunks, d.vectors, d_sparse, strict=True)):
-                by_collection.setdefault(collection, []).append(Point(
-                    point_id(ev.tenant, ev.doc_id, i), vec,
-                    {"tenant": ev.tenant, "doc_id": ev.doc_id, "chunk_index": i, "lang": d.lang, "title": ev.title,
-                     "text": text, "metadata": meta, "version": int(ev.version), "content_hash": d.content_hash,
-                     "n_chunks": n},
-                    sv,
-                ))
+                payload = ChunkPayload(tenant=ev.tenant, doc_id=ev.doc_id, chunk_index=i, lang=d.lang,
+                                       title=ev.title, text=text, metadata=meta, version=int(ev.version),
+                                       content_hash=d.content_hash, n_chunks=n)
+                by_collection.setdefault(collection, []).append(
+                    Point(point_id(ev.tenant, ev.doc_id, i), vec, payload.to_dict(), sv))
             if d.stored_collection and d.stored_collection != collection:
                 deletes.append((d.stored_collection, ev.tenant, ev.doc_id))  # re-routed to another profile
             elif d.stored_chunks > n:
@@ -368,6 +381,9 @@ class IngestProcessor:
             for collection, points in by_collection.items():
                 span.set_attribute("vien.points", len(points))
                 await asyncio.to_thread(self.store.upsert, collection, points)
+            if tombstones:  # before the chunks go: a crash in between replays both
+                await self._ensure_tombstones()
+                await asyncio.to_thread(self.store.upsert, TOMBSTONE_COLLECTION, tombstones)
             for collection, ids in surplus.items():
                 await asyncio.to_thread(self.store.delete, collection, ids)
             for collection, tenant, doc_id in deletes:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vien.documents.identity import check_tenant
+from vien.documents.payload import ChunkPayload
 from vien.lexical import LexicalEncoder
 from vien.lexical.tokens import fold, words
 from vien.runtime.config import LANGS, ProfileConfig, VienConfig
@@ -83,11 +84,9 @@ def word_coverage(query: str, text: str) -> float:
 
 
 def to_hit(h: Hit) -> SearchHit:
-    p = h.payload
-    return SearchHit(doc_id=str(p.get("doc_id", "")), chunk_index=int(p.get("chunk_index", 0)),
-                     text=str(p.get("text", "")), score=float(h.score), title=str(p.get("title", "")),
-                     metadata=dict(p.get("metadata") or {}), lang=str(p.get("lang", "")),
-                     version=int(p.get("version", 0)), tenant=str(p.get("tenant", "")))
+    p = ChunkPayload.from_dict(h.payload)
+    return SearchHit(doc_id=p.doc_id, chunk_index=p.chunk_index, text=p.text, score=float(h.score), title=p.title,
+                     metadata=p.metadata, lang=p.lang, version=p.version, tenant=p.tenant)
 
 
 class Searcher:

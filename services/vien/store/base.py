@@ -11,7 +11,7 @@ Collection layout (the same in both engines):
 - keyword payload indexes on ``tenant`` (marked as the tenant key), ``lang``, ``doc_id`` and an integer
   index on ``version``.
 
-Payload written by the ingest worker (see `CHUNK_FIELDS`): tenant, doc_id, chunk_index, lang, title,
+Payload written by the ingest worker (`vien.documents.payload.ChunkPayload`): tenant, doc_id, chunk_index, lang, title,
 text, metadata (dict of str -> str), version (int), content_hash (str), n_chunks (int). Metadata filters
 match ``metadata.<key>`` exactly.
 
@@ -38,19 +38,6 @@ DISTANCE = "cosine"
 # Default k of reciprocal rank fusion (the value of the RRF paper, and Qdrant server's default).
 RRF_K = 60
 
-# Payload fields the ingest worker writes on every chunk.
-CHUNK_FIELDS = (
-    "tenant",
-    "doc_id",
-    "chunk_index",
-    "lang",
-    "title",
-    "text",
-    "metadata",
-    "version",
-    "content_hash",
-    "n_chunks",
-)
 # Payload indexes created with every collection: field -> "keyword" | "tenant" (keyword, tenant key) | "integer".
 PAYLOAD_INDEXES: dict[str, str] = {"tenant": "tenant", "lang": "keyword", "doc_id": "keyword", "version": "integer"}
 
