@@ -147,6 +147,7 @@ async def _kafka_stats(bootstrap: str, topic: str, dlq: str, group: str) -> tupl
 
 
 def stats(store_spec: str, bootstrap: str, topic: str, dlq: str, group: str) -> dict[str, Any]:
+    from vien.documents.payload import TOMBSTONE_COLLECTION
     from vien.store.factory import open_store
 
     store = open_store(store_spec)
@@ -155,4 +156,6 @@ def stats(store_spec: str, bootstrap: str, topic: str, dlq: str, group: str) -> 
     finally:
         store.close()
     lag, dlq_count = asyncio.run(_kafka_stats(bootstrap, topic, dlq, group))
-    return {"points": sum(counts.values()), "collections": counts, "lag": lag, "dlq": dlq_count}
+    tombstones = counts.pop(TOMBSTONE_COLLECTION, 0)  # deleted documents, not searchable points
+    return {"points": sum(counts.values()), "collections": counts, "tombstones": tombstones, "lag": lag,
+            "dlq": dlq_count}
