@@ -7,7 +7,9 @@ every call) so machine noise hits both alike:
         encoding_format=base64 as the openai SDK sends it, vector decoded on the client)
   sdk   the same through the official `openai` package (its own overhead included; informative)
 "miss" calls flush Redis first (not timed), so every call runs the model; "hit" calls are cache hits,
-which leaves transport overhead alone. The target: http p50 <= 1.3 x grpc p50 (cache misses).
+which leaves transport overhead alone. Each sample is checked against Redis's miss counter (untimed): a
+"hit" sample that missed, or a "miss" that hit, is counted in `samples_not_as_labelled` (expected 0).
+The target: http p50 <= 1.3 x grpc p50 (cache misses).
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def pct(xs: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1e3, p))
 
 
+def redis_misses(r: redis.Redis | None) -> int:
+    """Redis's keyspace_misses: every cache lookup that found nothing adds one."""
+    return int(r.info("stats")["keyspace_misses"]) if r is not None else 0
+
+
 def measure(addrs: dict[str, str], n: int, profile: str = "e5-small") -> dict:
     """Interleaved p50/p90 of the three paths against a running mesh (`vien up` addresses)."""
     from openai import OpenAI
@@ -83,6 +90,7 @@ def measure(addrs: dict[str, str], n: int, profile: str = "e5-small") -> dict:
             vecs = [fn(q) for fn in paths.values()]
             assert all(np.array_equal(vecs[0], v) for v in vecs[1:]), "paths disagree"
         times: dict[str, dict[str, list[float]]] = {m: {p: [] for p in paths} for m in ("miss", "hit")}
+        wrong: dict[str, dict[str, int]] = {m: dict.fromkeys(paths, 0) for m in ("miss", "hit")}
         names = list(paths)
         for i in range(n):
             q = SHORT_QUERIES[i % len(SHORT_QUERIES)]
@@ -93,15 +101,20 @@ def measure(addrs: dict[str, str], n: int, profile: str = "e5-small") -> dict:
                 for p in order:
                     if mode == "miss" and r is not None:
                         r.flushdb()
+                    misses = redis_misses(r)
                     t0 = time.perf_counter()
                     paths[p](q)
                     times[mode][p].append(time.perf_counter() - t0)
+                    # confirm what the sample measured (untimed): a "hit" made no cache miss, a "miss" did
+                    if r is not None and (redis_misses(r) > misses) != (mode == "miss"):
+                        wrong[mode][p] += 1
     finally:
         conn.close()
         sdk.close()
         channel.close()
 
-    out: dict = {"requests": n, "cpus": os.cpu_count(), "encoding_format": "base64", "cache": r is not None}
+    out: dict = {"requests": n, "cpus": os.cpu_count(), "encoding_format": "base64", "cache": r is not None,
+                 "samples_not_as_labelled": {m: sum(w.values()) for m, w in wrong.items()}}
     for mode in ("miss", "hit"):
         sfx = "" if mode == "miss" else "_hit"
         for p in names:
