@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -85,11 +86,12 @@ def _settings(**kw) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def mtls_mesh(models_dir, pki, tmp_path_factory) -> Iterator[dict[str, str]]:
+def mtls_mesh(models_dir, pki, tmp_path_factory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("tls-mesh")
     ports = {"query-embedder": free_port(), "router": free_port()}
     addr = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
-    env = {**os.environ, **_tls_env(pki, client_auth=True), "VIEN_TRACING": "0",
+    # GRPC_VERBOSITY=info: gRPC core logs why it refused each handshake, which the tests below assert
+    env = {**os.environ, **_tls_env(pki, client_auth=True), "VIEN_TRACING": "0", "GRPC_VERBOSITY": "info",
            "VIEN_QUERY_EMBEDDER_ADDR": addr["query-embedder"], "VIEN_DOC_EMBEDDER_ADDR": addr["query-embedder"]}
     for k in ("VIEN_REDIS_URL", "VIEN_API_KEYS"):
         env.pop(k, None)
@@ -115,7 +117,7 @@ def mtls_mesh(models_dir, pki, tmp_path_factory) -> Iterator[dict[str, str]]:
             else:
                 os.environ[k] = v
     try:
-        yield addr
+        yield {**addr, "_log_dir": tmp}
     finally:
         for p in procs:
             p.terminate()
@@ -133,18 +135,29 @@ def test_mtls_calls_work_through_an_internal_hop_and_others_are_refused(mtls_mes
     with channel_for(router, s) as ch:  # router -> query-embedder is an mTLS hop as well
         e = _embed(ch).embeddings[0]
         assert e.dims == 384 and len(e.vector) == 384 * 4
+    log = mtls_mesh["_log_dir"] / "router.log"
+    # (what the client does wrong, its channel, the reason that must be given: by the router's TLS stack in its
+    # log for a refused client, or to the client itself when it is the client that refuses the server)
     refused = [
-        ("plaintext", grpc.insecure_channel(router)),
-        ("TLS without a client cert", channel_for(router, _settings(tls_ca=pki["ca"]))),
+        ("plaintext", grpc.insecure_channel(router), "server", "WRONG_VERSION_NUMBER"),
+        ("TLS without a client cert", channel_for(router, _settings(tls_ca=pki["ca"])), "server",
+         "PEER_DID_NOT_RETURN_A_CERTIFICATE"),
         ("a cert of another CA", grpc.secure_channel(router, grpc.ssl_channel_credentials(
-            pki["ca"].read_bytes(), pki["rogue_key"].read_bytes(), pki["rogue_cert"].read_bytes()))),
+            pki["ca"].read_bytes(), pki["rogue_key"].read_bytes(), pki["rogue_cert"].read_bytes())), "server",
+         "CERTIFICATE_VERIFY_FAILED"),
         ("a server not trusted (no CA)", grpc.secure_channel(router, grpc.ssl_channel_credentials(
-            None, pki["key"].read_bytes(), pki["cert"].read_bytes()))),
+            None, pki["key"].read_bytes(), pki["cert"].read_bytes())), "client", "CERTIFICATE_VERIFY_FAILED"),
     ]
-    for what, ch in refused:
+    for what, ch, side, reason in refused:
+        seen = len(log.read_text().splitlines())
         with ch, pytest.raises(grpc.RpcError) as err:
             _embed(ch)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, what
+        if side == "client":
+            assert reason in (err.value.details() or ""), (what, err.value.details())
+        else:
+            new = [ln for ln in log.read_text().splitlines()[seen:] if "Handshake failed" in ln]
+            assert any(reason in ln for ln in new), (what, new)
     # the server name can differ from the address (a Service DNS name in the cert)
     named = _settings(tls_cert=pki["cert"], tls_key=pki["key"], tls_ca=pki["ca"], tls_server_name="vien-mesh")
     with channel_for(router, named) as ch:
