@@ -32,6 +32,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from vien.models.setup import ensure_builtin_models
+from vien.runtime import env
 from vien.runtime.config import Settings
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 
@@ -60,11 +61,11 @@ def measure(addrs: dict[str, str], n: int, profile: str = "e5-small") -> dict:
 
     host, port = addrs["http"].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    sdk = OpenAI(base_url=f"http://{addrs['http']}/v1", api_key=os.environ.get("VIEN_BENCH_API_KEY", "unused"),
+    sdk = OpenAI(base_url=f"http://{addrs['http']}/v1", api_key=env.get("VIEN_BENCH_API_KEY") or "unused",
                  max_retries=0)
     headers = {"Content-Type": "application/json"}
-    if os.environ.get("VIEN_BENCH_API_KEY"):
-        headers["Authorization"] = f"Bearer {os.environ['VIEN_BENCH_API_KEY']}"
+    if env.get("VIEN_BENCH_API_KEY"):
+        headers["Authorization"] = f"Bearer {env.get('VIEN_BENCH_API_KEY')}"
     r = redis.Redis.from_url(f"redis://{addrs['redis']}/0") if "redis" in addrs else None
     channel = grpc.insecure_channel(addrs["router"])
     stub = router_pb2_grpc.RouterStub(channel)

@@ -30,8 +30,6 @@ def serve(port: int | None = None, host: str | None = None, metrics_port: int | 
     if not keys:
         log.warning("no API keys configured (auth.api_keys, VIEN_API_KEYS): http://%s:%d/v1/embeddings is "
                     "open to anyone who can reach it", host, port)
-    if metrics_port is None and os.environ.get("VIEN_METRICS_PORT"):
-        metrics_port = int(os.environ["VIEN_METRICS_PORT"])
     serve_metrics(metrics_port, host)
     server = uvicorn.Server(uvicorn.Config(
         GatewayApp(settings, keys), host=host, port=port,

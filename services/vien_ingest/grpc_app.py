@@ -12,6 +12,7 @@ import numpy as np
 
 from vien.embedding.encoders import resolve_model_source
 from vien.models.onnx_encoder import TokenCounter
+from vien.runtime import env
 from vien.runtime.config import Settings, VienConfig
 from vien.runtime.errors import Unavailable, UpstreamError
 from vien.runtime.grpc_client import aio_channel
@@ -79,7 +80,7 @@ class IngestApp:
         encoder = GrpcDocEncoder(s.doc_embedder_addr, embedder_pb2_grpc.DocEmbedderStub(self._channel))
         counters = await asyncio.to_thread(token_counters, s.config, s)
         processor = IngestProcessor(s.config, self._store, encoder, counters, detect)
-        self.worker = IngestWorker(s, processor, local_broker=os.environ.get("VIEN_KAFKA_LOCAL") == "1")
+        self.worker = IngestWorker(s, processor, local_broker=bool(env.get("VIEN_KAFKA_LOCAL")))
         await self.worker.connect()
 
         async def run() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import TypeAlias
@@ -11,6 +10,7 @@ from typing import TypeAlias
 import grpc
 
 from vien.documents.identity import check_doc_id, check_tenant
+from vien.runtime import env
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument
 from vien.runtime.grpc_server import HealthReporter
@@ -103,7 +103,7 @@ class StoreServicer:
 
 
 def default_store_spec() -> str:
-    return os.environ.get("VIEN_STORE_BACKEND") or f"edge:{Path.home() / '.cache' / 'vien' / 'store'}"
+    return env.get("VIEN_STORE_BACKEND") or f"edge:{Path.home() / '.cache' / 'vien' / 'store'}"
 
 
 class StoreApp:

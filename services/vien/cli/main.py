@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from vien.runtime import env
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb = sub.add_parser("publish", help="publish document events from a JSONL file to Kafka")
     pb.add_argument("file", help='one event per line: {"op": "upsert"|"delete", "doc_id", "version", "tenant", ...}')
     pb.add_argument("--kafka", default=kafka_default)
-    pb.add_argument("--topic", default=os.environ.get("VIEN_DOCUMENTS_TOPIC", "vien.documents"))
+    pb.add_argument("--topic", default=env.get("VIEN_DOCUMENTS_TOPIC"))
     pb.add_argument("--skip-invalid", action="store_true", help="publish the valid lines even if some are not")
     pb.set_defaults(fn=_cmd_publish)
 
@@ -236,8 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("query", nargs="+")
     se.add_argument("--top-k", type=int, default=10)
     # With an API key (VIEN_API_KEY) the key decides the tenant: send none unless asked.
-    se.add_argument("--tenant", default=os.environ.get("VIEN_TENANT") or ("" if os.environ.get("VIEN_API_KEY")
-                                                                           else "default"))
+    se.add_argument("--tenant", default=env.get("VIEN_TENANT") or ("" if env.get("VIEN_API_KEY") else "default"))
     se.add_argument("--lang", default="")
     se.add_argument("--mode", choices=["dense", "hybrid", "sparse"], default="",
                     help="dense (embedding), sparse (BM25 terms) or hybrid (both fused); default: the profile's")
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear line, never a traceback (VIEN_DEBUG=1 shows it)
-        if os.environ.get("VIEN_DEBUG"):
+        if env.get("VIEN_DEBUG"):
             raise
         print(f"vien: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED

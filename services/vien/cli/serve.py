@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 from vien.runtime.config import Settings
 from vien.runtime.grpc_server import run_app
@@ -19,8 +18,6 @@ def serve(name: str, port: int | None = None, host: str | None = None, metrics_p
     setup_logging(name, settings.log_level)
     setup_tracing(name)
     _ = settings.config  # fail fast on a bad profiles file, before binding a port
-    if metrics_port is None and os.environ.get("VIEN_METRICS_PORT"):
-        metrics_port = int(os.environ["VIEN_METRICS_PORT"])
     serve_metrics(metrics_port, host or settings.host)
     app = spec.create(settings)
     try:

@@ -26,6 +26,7 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vien.runtime import env as env_vars
 from vien.runtime.config import Settings
 from vien.runtime.registry import SERVICES
 from vien.runtime.tls import channel_for
@@ -36,8 +37,8 @@ DEFAULT_DATA_DIR = Path.home() / ".cache" / "vien" / "data"
 
 def mesh_address(name: str, env: str | None, fallback: str) -> str:
     """Where a command should look for `name`: its environment variable, else the running `vien up`."""
-    if env and os.environ.get(env):
-        return os.environ[env]
+    if env and env_vars.is_set(env):
+        return str(env_vars.get(env))
     try:
         found = json.loads((DEFAULT_DATA_DIR / MESH_FILE).read_text()).get(name)
     except (OSError, ValueError):

@@ -68,10 +68,10 @@ class EvalOptions:
 
 
 def default_cache_dir() -> Path:
-    import os
+    from vien.runtime import env
 
-    data = os.environ.get("VIEN_DATA_DIR")
-    return (Path(data).expanduser() / "eval") if data else Path.home() / ".cache" / "vien" / "eval"
+    data = env.get("VIEN_DATA_DIR")
+    return (data / "eval") if data else Path.home() / ".cache" / "vien" / "eval"
 
 
 class _NoBar:

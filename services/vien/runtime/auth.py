@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from vien.documents.identity import IdentityError, check_tenant
+from vien.runtime import env
 from vien.runtime.config import ConfigError, VienConfig
 from vien.runtime.errors import PermissionDenied, Unauthenticated
 
@@ -85,7 +86,7 @@ class ApiKeys:
                         raise ConfigError(f"{where}[{i}].key_env: environment variable {k.key_env} is not set")
                 assert key is not None
                 pairs.append((k.tenant, key))
-        pairs += parse_api_keys(environ.get("VIEN_API_KEYS", ""))
+        pairs += parse_api_keys(env.get("VIEN_API_KEYS", environ))
         return cls(pairs)
 
     def __len__(self) -> int:
@@ -153,7 +154,7 @@ def caller_tenant(requested: str, field: str = "tenant") -> str:
 
 def client_authorization(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """Metadata a client (CLI, benchmarks) sends: `authorization: Bearer $VIEN_API_KEY` when set."""
-    key = environ.get("VIEN_API_KEY", "").strip()
+    key = str(env.get("VIEN_API_KEY", environ))
     return [(AUTHORIZATION, f"Bearer {key}")] if key else []
 
 

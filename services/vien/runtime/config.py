@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -16,6 +17,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vien.runtime import env
 
 LANGS = ("vi", "en", "other")
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -294,33 +297,10 @@ def load_config(path: str | Path | None = None) -> VienConfig:
         raise ConfigError(_format_validation_error(p, exc)) from None
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"environment {name}={raw!r}: expected an integer") from None
-
-
-def _env_path(name: str) -> Path | None:
-    raw = os.environ.get(name, "").strip()
-    return Path(raw) if raw else None
-
-
-def _env_client_auth(raw: str) -> bool:
-    v = raw.strip().lower()
-    if v in ("", "none", "off", "0", "false", "no"):
-        return False
-    if v in ("require", "required", "on", "1", "true", "yes"):
-        return True
-    raise ConfigError(f"environment VIEN_TLS_CLIENT_AUTH={raw!r}: expected 'require' or 'none'")
-
-
 @dataclass(frozen=True)
 class Settings:
-    """Process settings from VIEN_* environment variables (12-factor; Helm sets them)."""
+    """Process settings from VIEN_* environment variables (12-factor; Helm sets them); declared in
+    vien.runtime.env."""
 
     config_path: Path | None = None
     models_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "vien" / "models")
@@ -361,38 +341,18 @@ class Settings:
     tls_server_name: str | None = None   # expected name in the servers' certs when it differs from the host
 
     @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ
-        d = cls()
-        return cls(
-            config_path=Path(env["VIEN_CONFIG"]) if env.get("VIEN_CONFIG") else None,
-            models_dir=Path(env["VIEN_MODELS_DIR"]) if env.get("VIEN_MODELS_DIR") else d.models_dir,
-            host=env.get("VIEN_HOST", d.host),
-            router_addr=env.get("VIEN_ROUTER_ADDR", d.router_addr),
-            query_embedder_addr=env.get("VIEN_QUERY_EMBEDDER_ADDR", d.query_embedder_addr),
-            doc_embedder_addr=env.get("VIEN_DOC_EMBEDDER_ADDR", d.doc_embedder_addr),
-            store_addr=env.get("VIEN_STORE_ADDR", d.store_addr),
-            search_addr=env.get("VIEN_SEARCH_ADDR", d.search_addr),
-            ingest_addr=env.get("VIEN_INGEST_ADDR", d.ingest_addr),
-            http_addr=env.get("VIEN_HTTP_ADDR", d.http_addr),
-            vector_store=env.get("VIEN_VECTOR_STORE", d.vector_store),
-            kafka_bootstrap=env.get("VIEN_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
-            documents_topic=env.get("VIEN_DOCUMENTS_TOPIC", d.documents_topic),
-            dlq_topic=env.get("VIEN_DLQ_TOPIC", d.dlq_topic),
-            ingest_group=env.get("VIEN_INGEST_GROUP", d.ingest_group),
-            redis_url=env.get("VIEN_REDIS_URL") or None,
-            max_message_bytes=_env_int("VIEN_MAX_MESSAGE_BYTES", d.max_message_bytes),
-            query_max_batch=_env_int("VIEN_QUERY_MAX_BATCH", d.query_max_batch),
-            query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
-            query_max_wait_ms=_env_int("VIEN_QUERY_MAX_WAIT_MS", d.query_max_wait_ms),
-            max_concurrent_rpcs=_env_int("VIEN_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
-            log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
-            tls_cert=_env_path("VIEN_TLS_CERT"),
-            tls_key=_env_path("VIEN_TLS_KEY"),
-            tls_ca=_env_path("VIEN_TLS_CA"),
-            tls_client_auth=_env_client_auth(env.get("VIEN_TLS_CLIENT_AUTH", "")),
-            tls_server_name=env.get("VIEN_TLS_SERVER_NAME") or None,
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Every field from its VIEN_* variable (vien.runtime.env: type, range, default); a bad value is a
+        ConfigError naming the variable and what is allowed."""
+        e = os.environ if environ is None else environ
+        try:
+            v = {f: env.get(name, e) for f, name in _SETTINGS_ENV.items()}
+        except env.EnvError as exc:
+            raise ConfigError(f"environment {exc}") from None
+        v["tls_client_auth"] = v["tls_client_auth"] == "require"
+        for optional in ("redis_url", "tls_server_name"):
+            v[optional] = v[optional] or None
+        return cls(**v)
 
     @property
     def vector_store_spec(self) -> str:
@@ -401,3 +361,19 @@ class Settings:
     @cached_property
     def config(self) -> VienConfig:
         return load_config(self.config_path)
+
+
+# Settings field -> its variable (declared, with type and range, in vien.runtime.env)
+_SETTINGS_ENV = {
+    "config_path": "VIEN_CONFIG", "models_dir": "VIEN_MODELS_DIR", "host": "VIEN_HOST",
+    "router_addr": "VIEN_ROUTER_ADDR", "query_embedder_addr": "VIEN_QUERY_EMBEDDER_ADDR",
+    "doc_embedder_addr": "VIEN_DOC_EMBEDDER_ADDR", "store_addr": "VIEN_STORE_ADDR", "search_addr": "VIEN_SEARCH_ADDR",
+    "ingest_addr": "VIEN_INGEST_ADDR", "http_addr": "VIEN_HTTP_ADDR", "vector_store": "VIEN_VECTOR_STORE",
+    "kafka_bootstrap": "VIEN_KAFKA_BOOTSTRAP", "documents_topic": "VIEN_DOCUMENTS_TOPIC",
+    "dlq_topic": "VIEN_DLQ_TOPIC", "ingest_group": "VIEN_INGEST_GROUP", "redis_url": "VIEN_REDIS_URL",
+    "max_message_bytes": "VIEN_MAX_MESSAGE_BYTES", "query_max_batch": "VIEN_QUERY_MAX_BATCH",
+    "query_max_queue": "VIEN_QUERY_MAX_QUEUE", "query_max_wait_ms": "VIEN_QUERY_MAX_WAIT_MS",
+    "max_concurrent_rpcs": "VIEN_MAX_CONCURRENT_RPCS", "log_level": "VIEN_LOG_LEVEL", "tls_cert": "VIEN_TLS_CERT",
+    "tls_key": "VIEN_TLS_KEY", "tls_ca": "VIEN_TLS_CA", "tls_client_auth": "VIEN_TLS_CLIENT_AUTH",
+    "tls_server_name": "VIEN_TLS_SERVER_NAME",
+}

@@ -20,6 +20,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util.types import AttributeValue
 
+from vien.runtime import env
+
 ATTR_PROFILE = "vien.profile"          # the embedding profile(s) that served the request
 ATTR_LANG = "vien.lang"                # detected (or given) language(s)
 ATTR_BATCH_SIZE = "vien.batch_size"    # texts in the request
@@ -32,7 +34,7 @@ _provider: TracerProvider | None = None
 
 def tracing_enabled() -> bool:
     """VIEN_TRACING=0 drops tracing entirely (no spans, no context propagation)."""
-    return os.environ.get("VIEN_TRACING", "1") != "0"
+    return bool(env.get("VIEN_TRACING"))
 
 
 def setup_tracing(service: str, extra_processors: list[SpanProcessor] | None = None) -> TracerProvider | None:

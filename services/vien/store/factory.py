@@ -10,16 +10,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from vien.runtime import env
 from vien.runtime.errors import InvalidArgument
 from vien.store.base import VectorStore
 
 
 def open_store(spec: str, api_key: str | None = None) -> VectorStore:
     if api_key is None:
-        api_key = os.environ.get("VIEN_QDRANT_API_KEY") or None  # from a Secret in the Helm chart
+        api_key = env.get("VIEN_QDRANT_API_KEY") or None  # from a Secret in the Helm chart
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "remote" and rest:

