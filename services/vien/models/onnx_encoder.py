@@ -65,6 +65,23 @@ def physical_cores() -> int:
     return max(1, min(len(allowed), len(cores) if cores else len(allowed)))
 
 
+def default_threads() -> int:
+    """Intra-op threads when the encoder config names none: VIEN_ORT_THREADS (in Kubernetes, the container's
+    CPU request through the downward API; 0 or unset = no request) capped at the cores this process may use,
+    else those cores."""
+    cores = physical_cores()
+    raw = os.environ.get("VIEN_ORT_THREADS", "").strip()
+    if not raw:
+        return cores
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"VIEN_ORT_THREADS: {raw!r} is not an integer (a thread count, e.g. 4)") from None
+    if n < 0:
+        raise ValueError(f"VIEN_ORT_THREADS: {n} is negative (a thread count >= 1, or 0 for the default)")
+    return min(n, cores) if n else cores
+
+
 def _is_local(source: str | Path) -> bool:
     return (isinstance(source, Path) or Path(os.path.expanduser(source)).exists()
             or str(source).startswith(("/", "./", "../", "~")))
@@ -158,7 +175,7 @@ class OnnxEncoder:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.enable_mem_pattern = True
-        so.intra_op_num_threads = int(intra_op_threads) if intra_op_threads else physical_cores()
+        so.intra_op_num_threads = int(intra_op_threads) if intra_op_threads else default_threads()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         # No busy-waiting between ops: in a mesh the router, gRPC threads and Redis share these cores,
