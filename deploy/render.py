@@ -27,7 +27,11 @@ GPU_VALUES = ROOT / "deploy" / "values-gpu.yaml"
 # Validated against: the oldest version the chart supports (Chart.yaml kubeVersion) and a recent one.
 KUBE_VERSIONS = ("1.30.0", "1.34.0")
 # Custom resources have no schema in kubernetes-validate; they are checked by the tests instead.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+             ("keda.sh/v1alpha1", "ScaledObject")}
+# deploy/values-gpu.yaml leaves its model revisions empty (the chart refuses to install it until they are
+# pinned); --check and the tests render it with this stand-in commit sha in every empty revision.
+EXAMPLE_SHA = "0123456789abcdef0123456789abcdef01234567"
 RELEASE = "vien"
 NAMESPACE = "vien"
 
@@ -36,6 +40,18 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     out = dict(base)
     for k, v in override.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def pin_example_revisions(values: dict[str, Any]) -> dict[str, Any]:
+    """values with EXAMPLE_SHA in every empty model revision (vllm.model, models.fetch[])."""
+    out = deep_merge(values, {})
+    vllm = out.get("vllm", {})
+    if "model" in vllm and not vllm["model"].get("revision"):
+        out["vllm"] = deep_merge(vllm, {"model": {"revision": EXAMPLE_SHA}})
+    models = out.get("models", {})
+    if models.get("fetch"):
+        out["models"] = dict(models, fetch=[dict(m, revision=m.get("revision") or EXAMPLE_SHA) for m in models["fetch"]])
     return out
 
 
@@ -93,7 +109,7 @@ def validate(objs: list[dict[str, Any]], kube_version: str) -> list[str]:
 def check() -> int:
     failures = 0
     for label, files in (("default values", []), ("deploy/values-gpu.yaml", [GPU_VALUES])):
-        values = load_values(files)
+        values = pin_example_revisions(load_values(files))
         problems = lint(values)
         objs = objects(render(values))
         for kv in KUBE_VERSIONS:

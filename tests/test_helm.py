@@ -39,6 +39,7 @@ from helm_fixtures import (
 )
 
 from vien.runtime.config import VienConfig
+from vien.runtime.grpc_server import LIVENESS
 from vien.runtime.registry import SERVICES
 
 VARIANTS = ["default", "gpu"]
@@ -101,7 +102,10 @@ def test_every_service_has_its_objects_and_grpc_health_probes(variant):
             if name in HTTP_SERVICES:
                 continue   # test_gateway_is_http_with_healthz_probes
             assert c[probe]["grpc"]["port"] == port, f"{name}: {probe} is not a grpc.health.v1 probe on {port}"
-            assert c[probe].get("grpc", {}).get("service", "") == ""   # overall health of the server
+            # readiness (and startup): overall health "", which follows the dependencies; liveness: the
+            # "liveness" name, SERVING while the server answers (vien.runtime.grpc_server.LIVENESS)
+            want = LIVENESS if probe == "livenessProbe" else ""
+            assert c[probe].get("grpc", {}).get("service", "") == want, f"{name}: {probe}"
         svc = one(objs, "Service", dep["metadata"]["name"])
         assert {"name": proto, "port": port}.items() <= svc["spec"]["ports"][0].items()
         assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
