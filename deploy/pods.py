@@ -274,8 +274,10 @@ class Harness:
             pat = (rf"(?<![\w.-]){re.escape(host)}(?:\.{re.escape(self.namespace)}(?:\.svc(?:\.cluster\.local)?)?)?"
                    rf":{port}(?!\d)")
             text = re.sub(pat, f"127.0.0.1:{local}", text)
-        for mount, local in self.mounts(pod, c):
-            text = re.sub(rf"(?<![\w.~-]){re.escape(mount)}(?=/|$|[\s\"',;:}}\]])", str(local), text)
+        mounts = dict(self.mounts(pod, c))
+        if mounts:   # one pass (longest mount first), so a replaced path is not rewritten again
+            alt = "|".join(re.escape(m) for m in mounts)
+            text = re.sub(rf"(?<![\w.~-])({alt})(?=/|$|[\s\"',;:}}\]])", lambda m: str(mounts[m.group(1)]), text)
         return text
 
     def own_port(self, value: str, pod: Pod) -> str:
