@@ -660,6 +660,8 @@ async def vllm_outage(h: Harness, timeout: float) -> dict[str, Any]:
 
     from vien.v1 import embedder_pb2, embedder_pb2_grpc
     vllm, doc = h.pod("vllm"), h.pod("doc-embedder")
+    profiles = yaml.safe_load(next(iter(h.configmaps[next(n for n in h.configmaps if n.endswith("-profiles"))].values())))
+    profile = profiles["routing"]["default"]
     before = doc.restarts
     c = vllm.containers[0]
     assert c.proc is not None
@@ -673,7 +675,7 @@ async def vllm_outage(h: Harness, timeout: float) -> dict[str, Any]:
             stub = embedder_pb2_grpc.DocEmbedderStub(ch)
             while not stop.is_set():
                 with contextlib.suppress(grpc.aio.AioRpcError):
-                    await stub.Encode(embedder_pb2.EncodeRequest(texts=["phở bò"]), timeout=10)
+                    await stub.Encode(embedder_pb2.EncodeRequest(texts=["phở bò"], profile=profile), timeout=10)
                 await asyncio.sleep(1)
 
     tr = asyncio.create_task(traffic())

@@ -1006,3 +1006,52 @@ def test_keda_scales_ingest_on_lag_and_vllm_on_its_queue():
     assert "replicas" not in one(objs, "Deployment", "vien-vllm")["spec"]   # KEDA owns them
     for kv in KUBE_VERSIONS:
         assert render_mod.validate(objs, kv) == []
+
+
+# ---------- docs/deploy.md matches the templates ----------
+
+def _doc_tables() -> tuple[list[list[str]], list[list[str]]]:
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    section = text.split("### Probes, ports and environment (as rendered)", 1)[1].split("\n### ", 1)[0]
+    tables, cur = [], []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            cur.append([c.strip().strip("`") for c in line.strip().strip("|").split("|")])
+        elif cur:
+            tables.append(cur[2:])   # header and rule off
+            cur = []
+    if cur:
+        tables.append(cur[2:])
+    return tables[0], tables[1]
+
+
+def _probe_kind(p: dict) -> str:
+    if "grpc" in p:
+        return " ".join(x for x in ("grpc", p["grpc"].get("service", "")) if x)
+    if "httpGet" in p:
+        return f"httpGet {p['httpGet']['path']}"
+    return next(k for k in ("tcpSocket", "exec") if k in p)
+
+
+SHARED_ENV = re.compile(r"^(VIEN_HOST|VIEN_CONFIG|VIEN_MODELS_DIR|HOME|VIEN_[A-Z_]+_ADDR|VIEN_METRICS_PORT|"
+                        r"OTEL_EXPORTER_OTLP_ENDPOINT|OTEL_EXPORTER_OTLP_INSECURE|VIEN_LOG_LEVEL|"
+                        r"VIEN_MAX_MESSAGE_BYTES)$")
+
+
+def test_documented_probes_ports_and_env_match_the_rendered_pods():
+    probes, envs = _doc_tables()
+    objs = rendered("default")
+    pods = {name: pod_spec(dep)["containers"][0] for name, dep in vien_deployments(objs).items()}
+    pods["vllm"] = pod_spec(one(rendered("gpu"), "Deployment", "vien-vllm"))["containers"][0]
+    want = []
+    for name, c in pods.items():
+        ports = ", ".join(f"{p['containerPort']} {p['name']}" for p in c["ports"])
+        want.append([name, ports, *(_probe_kind(c[k]) for k in ("startupProbe", "readinessProbe", "livenessProbe"))])
+    assert sorted(probes) == sorted(want)
+    documented = {row[0]: {e.strip().strip("`") for e in row[1].split(",")} for row in envs}
+    rendered_env = {name: {n for n in env_of(c) if not SHARED_ENV.match(n)} for name, c in pods.items()
+                    if name != "vllm"}
+    assert documented == rendered_env
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    for shared in ("VIEN_HOST", "VIEN_CONFIG", "VIEN_MODELS_DIR", "VIEN_METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        assert all(shared in env_of(c) for n, c in pods.items() if n != "vllm") and f"`{shared}`" in text
