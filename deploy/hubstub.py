@@ -51,11 +51,11 @@ class HubStub:
                 if body:
                     self.wfile.write(data)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 stub.requests.append("HEAD " + self.path)
                 self._send_file(body=False)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 stub.requests.append("GET " + self.path)
                 path = unquote(self.path.split("?", 1)[0])
                 parts = path.strip("/").split("/")
@@ -71,7 +71,8 @@ class HubStub:
                     info: object
                     if parts[4] == "tree":
                         info = [{"type": "file", "path": n, "size": p.stat().st_size,
-                                 "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for n, p in zip(names, files)]
+                                 "oid": hashlib.sha1(p.read_bytes()).hexdigest()}
+                                for n, p in zip(names, files, strict=True)]
                     else:
                         info = {"id": repo, "modelId": repo, "sha": rev, "siblings": [{"rfilename": n} for n in names]}
                     body = json.dumps(info).encode()

@@ -67,9 +67,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "services"))
 import render  # noqa: E402  (deploy/render.py)
-from hubstub import HubStub  # noqa: E402
-
 import yaml  # noqa: E402
+from hubstub import HubStub  # noqa: E402
 
 LOCAL_VALUES = HERE / "values-local.yaml"
 VLLM_PYTHON = Path(os.environ.get("VIEN_VLLM_PYTHON", "/work/main/.venv-vllm/bin/python"))
@@ -386,7 +385,7 @@ class Harness:
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
@@ -440,7 +439,7 @@ class Harness:
                     stderr=asyncio.subprocess.DEVNULL)
                 try:
                     return await asyncio.wait_for(proc.wait(), timeout) == 0
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     proc.kill()
                     return False
         except Exception:   # refused, timed out, reset: a failed probe
@@ -660,8 +659,8 @@ async def vllm_outage(h: Harness, timeout: float) -> dict[str, Any]:
 
     from vien.v1 import embedder_pb2, embedder_pb2_grpc
     vllm, doc = h.pod("vllm"), h.pod("doc-embedder")
-    profiles = yaml.safe_load(next(iter(h.configmaps[next(n for n in h.configmaps if n.endswith("-profiles"))].values())))
-    profile = profiles["routing"]["default"]
+    cm = next(data for name, data in h.configmaps.items() if name.endswith("-profiles"))
+    profile = yaml.safe_load(cm["profiles.yaml"])["routing"]["default"]
     before = doc.restarts
     c = vllm.containers[0]
     assert c.proc is not None

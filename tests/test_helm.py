@@ -667,7 +667,7 @@ def test_docker_compose_config_accepts_the_file():
 # ---------- day one on a GPU cluster (issue: "A chart that survives a real GPU cluster") ----------
 # tests/test_pods.py runs the rendered pods; these check the same defects on the rendered manifests.
 
-LOCAL_VALUES = ROOT / "deploy" / "values-local.yaml"
+LOCAL_VALUES = render_mod.LOCAL_VALUES
 VARIANTS3 = ["default", "gpu", "local"]
 
 
@@ -864,7 +864,7 @@ def test_the_rendered_fetch_is_atomic_and_keeps_revisions_apart(tmp_path):
                                         ["query-embedder"])["initContainers"] if c["name"] == "fetch-0")
         procs = [_run_fetch_script(init, hub.port, models) for _ in range(3)]
         for p in procs:
-            out, err = p.communicate(timeout=120)
+            _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err
         dest = models / "m" / rev1
         assert (dest / "onnx" / "model.onnx").read_bytes() == b"one" * 200_000
@@ -940,10 +940,7 @@ def test_vllm_pod_meets_the_restricted_pod_security_standard(variant):
 # ---------- operator kit ----------
 
 def _kit(variant: str = "gpu") -> list[dict]:
-    vals = render_mod.deep_merge(values(variant), {
-        "metrics": {"grafanaDashboard": {"enabled": True}, "prometheusRule": {"enabled": True}},
-        "vllm": {"keda": {"enabled": True}}, "services": {"ingest": {"keda": {"enabled": True}}}})
-    return render_objects(vals)
+    return render_objects(render_mod.deep_merge(values(variant), render_mod.OPS_KIT))
 
 
 def _metric_names() -> set[str]:
