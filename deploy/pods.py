@@ -71,7 +71,9 @@ import yaml  # noqa: E402
 from hubstub import HubStub  # noqa: E402
 
 LOCAL_VALUES = HERE / "values-local.yaml"
-VLLM_PYTHON = Path(os.environ.get("VIEN_VLLM_PYTHON", "/work/main/.venv-vllm/bin/python"))
+# vLLM's CPU build in its own virtual environment (as `vien up --doc-backend vllm`): VIEN_VLLM_PYTHON, else
+# <repo>/.venv-vllm/bin/python (`make .venv-vllm`)
+VLLM_PYTHON = Path(os.environ.get("VIEN_VLLM_PYTHON") or ROOT / ".venv-vllm" / "bin" / "python")
 MODELS_CACHE = Path(os.environ.get("VIEN_PODS_CACHE", Path.home() / ".cache" / "vien" / "pods"))
 KUBELET_BACKOFF_S = 10.0
 WORKLOADS = ("Deployment", "StatefulSet")

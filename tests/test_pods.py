@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-VLLM_PYTHON = Path(os.environ.get("VIEN_VLLM_PYTHON", "/work/main/.venv-vllm/bin/python"))
+VLLM_PYTHON = Path(os.environ.get("VIEN_VLLM_PYTHON") or ROOT / ".venv-vllm" / "bin" / "python")
 
 pytestmark = pytest.mark.skipif(not VLLM_PYTHON.exists(), reason=f"vLLM's CPU build not at {VLLM_PYTHON}")
 
