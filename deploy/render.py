@@ -7,7 +7,7 @@ checks every rendered object against the Kubernetes OpenAPI schemas (strict: unk
 
     python deploy/render.py                          # rendered manifests (default values) on stdout
     python deploy/render.py -f deploy/values-gpu.yaml --set vllm.replicas=4
-    python deploy/render.py --check                  # lint + render + validate default and GPU values
+    python deploy/render.py --check                  # lint + render + validate default, GPU (+ operator kit), local
 """
 
 from __future__ import annotations
@@ -24,10 +24,18 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "vien"
 GPU_VALUES = ROOT / "deploy" / "values-gpu.yaml"
+LOCAL_VALUES = ROOT / "deploy" / "values-local.yaml"   # the pod harness's (deploy/pods.py)
+# the optional operator kit, all on: dashboard, alerts, KEDA for ingest and vLLM
+OPS_KIT = {"metrics": {"grafanaDashboard": {"enabled": True}, "prometheusRule": {"enabled": True}},
+           "vllm": {"keda": {"enabled": True}}, "services": {"ingest": {"keda": {"enabled": True}}}}
 # Validated against: the oldest version the chart supports (Chart.yaml kubeVersion) and a recent one.
 KUBE_VERSIONS = ("1.30.0", "1.34.0")
 # Custom resources have no schema in kubernetes-validate; they are checked by the tests instead.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+             ("keda.sh/v1alpha1", "ScaledObject")}
+# deploy/values-gpu.yaml leaves its model revisions empty (the chart refuses to install it until they are
+# pinned); --check and the tests render it with this stand-in commit sha in every empty revision.
+EXAMPLE_SHA = "0123456789abcdef0123456789abcdef01234567"
 RELEASE = "vien"
 NAMESPACE = "vien"
 
@@ -36,6 +44,19 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     out = dict(base)
     for k, v in override.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def pin_example_revisions(values: dict[str, Any]) -> dict[str, Any]:
+    """values with EXAMPLE_SHA in every empty model revision (vllm.model, models.fetch[])."""
+    out = deep_merge(values, {})
+    vllm = out.get("vllm", {})
+    if "model" in vllm and not vllm["model"].get("revision"):
+        out["vllm"] = deep_merge(vllm, {"model": {"revision": EXAMPLE_SHA}})
+    models = out.get("models", {})
+    if models.get("fetch"):
+        out["models"] = dict(models, fetch=[dict(m, revision=m.get("revision") or EXAMPLE_SHA)
+                                            for m in models["fetch"]])
     return out
 
 
@@ -92,8 +113,10 @@ def validate(objs: list[dict[str, Any]], kube_version: str) -> list[str]:
 
 def check() -> int:
     failures = 0
-    for label, files in (("default values", []), ("deploy/values-gpu.yaml", [GPU_VALUES])):
-        values = load_values(files)
+    for label, files, extra in (("default values", [], {}), ("deploy/values-gpu.yaml", [GPU_VALUES], {}),
+                                ("deploy/values-gpu.yaml + operator kit", [GPU_VALUES], OPS_KIT),
+                                ("deploy/values-local.yaml", [LOCAL_VALUES], {})):
+        values = deep_merge(pin_example_revisions(load_values(files)), extra)
         problems = lint(values)
         objs = objects(render(values))
         for kv in KUBE_VERSIONS:

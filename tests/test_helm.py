@@ -13,6 +13,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import helm_python as helm
 import pytest
@@ -39,6 +41,7 @@ from helm_fixtures import (
 )
 
 from vien.runtime.config import VienConfig
+from vien.runtime.grpc_server import LIVENESS
 from vien.runtime.registry import SERVICES
 
 VARIANTS = ["default", "gpu"]
@@ -101,7 +104,10 @@ def test_every_service_has_its_objects_and_grpc_health_probes(variant):
             if name in HTTP_SERVICES:
                 continue   # test_gateway_is_http_with_healthz_probes
             assert c[probe]["grpc"]["port"] == port, f"{name}: {probe} is not a grpc.health.v1 probe on {port}"
-            assert c[probe].get("grpc", {}).get("service", "") == ""   # overall health of the server
+            # readiness (and startup): overall health "", which follows the dependencies; liveness: the
+            # "liveness" name, SERVING while the server answers (vien.runtime.grpc_server.LIVENESS)
+            want = LIVENESS if probe == "livenessProbe" else ""
+            assert c[probe].get("grpc", {}).get("service", "") == want, f"{name}: {probe}"
         svc = one(objs, "Service", dep["metadata"]["name"])
         assert {"name": proto, "port": port}.items() <= svc["spec"]["ports"][0].items()
         assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
@@ -165,7 +171,7 @@ def test_vllm_runs_qwen3_on_gpu_nodes_with_values_from_the_chart():
     c = spec["containers"][0]
     assert int(c["resources"]["limits"]["nvidia.com/gpu"]) >= 1
     assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in spec["tolerations"])
-    assert spec["nodeSelector"] == vals["nodeSelector"]
+    assert spec.get("nodeSelector", {}) == vals["nodeSelector"]   # {}: the GPU request places it
     args = c["args"]
 
     def arg(flag):
@@ -656,3 +662,393 @@ def test_docker_compose_config_accepts_the_file():
     out = subprocess.run(["docker", "compose", "-f", str(ROOT / "deploy" / "docker-compose.yaml"), "config", "-q"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+# ---------- day one on a GPU cluster (issue: "A chart that survives a real GPU cluster") ----------
+# tests/test_pods.py runs the rendered pods; these check the same defects on the rendered manifests.
+
+LOCAL_VALUES = render_mod.LOCAL_VALUES
+VARIANTS3 = ["default", "gpu", "local"]
+
+
+def _objs(variant: str) -> tuple[dict, ...]:
+    if variant == "local":
+        return tuple(render_objects(render_mod.load_values([LOCAL_VALUES])))
+    return rendered(variant)
+
+
+def _profiles(objs) -> VienConfig:
+    return VienConfig.model_validate(yaml.safe_load(one(objs, "ConfigMap", "vien-profiles")["data"]["profiles.yaml"]))
+
+
+def _model_dirs(objs, component: str) -> set[str]:
+    """The directories a service loads models or tokenizers from (container paths), from the profiles:
+    the query-embedder every query encoder, the doc-embedder its document encoders and (space guard) the
+    query encoders, ingest the tokenizer of each profile's document side (its query encoder's when remote)."""
+    cfg = _profiles(objs)
+    models_dir = env_of(pod_spec(vien_deployments(objs)[component])["containers"][0])["VIEN_MODELS_DIR"]["value"]
+    names: set[str] = set()
+    for p in cfg.profiles.values():
+        if component in ("query-embedder", "doc-embedder", "ingest"):
+            names.add(p.query_encoder)
+        if component in ("doc-embedder", "ingest"):
+            names.add(p.document_encoder)
+    out = set()
+    for n in names:
+        enc = cfg.encoders[n]
+        if enc.backend == "onnx":
+            out.add(f"{models_dir}/{enc.model.removeprefix('builtin:')}" if enc.model.startswith("builtin:")
+                    else enc.model)
+    return out
+
+
+@pytest.mark.parametrize("variant", VARIANTS3)
+def test_every_pod_mounts_the_models_it_loads_and_an_init_container_fills_them(variant):
+    """ingest counts tokens with the document side's tokenizer from the models directory: before, only the
+    embedders mounted it and ingest crash-looped (compose mounts /models everywhere, which hid it)."""
+    objs = _objs(variant)
+    for component in ("query-embedder", "doc-embedder", "ingest"):
+        dep = vien_deployments(objs)[component]
+        main = pod_spec(dep)["containers"][0]
+        mounts = [m["mountPath"] for m in main["volumeMounts"]]
+        inits = pod_spec(dep).get("initContainers", [])
+        filled = {env_of(c)["DEST"]["value"] for c in inits if "DEST" in env_of(c)}
+        built = any(c["name"] == "build-models" for c in inits)
+        dirs = _model_dirs(objs, component)
+        assert dirs, component
+        for d in dirs:
+            assert any(d == m or d.startswith(m + "/") for m in mounts), f"{component} loads {d}, mounts {mounts}"
+            assert d in filled or built, f"{component}: nothing fills {d}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS3)
+def test_liveness_asks_the_process_not_its_dependencies(variant):
+    for name, dep in vien_deployments(_objs(variant)).items():
+        c = pod_spec(dep)["containers"][0]
+        live, ready = c["livenessProbe"], c["readinessProbe"]
+        assert live != ready, f"{name}: liveness is the readiness check (a dependency outage restarts it)"
+        if name in HTTP_SERVICES:
+            assert "tcpSocket" in live
+        else:
+            assert live["grpc"]["service"] == LIVENESS and ready["grpc"].get("service", "") == ""
+
+
+@pytest.mark.parametrize("variant", VARIANTS3)
+def test_onnx_threads_come_from_the_cpu_request(variant):
+    objs = _objs(variant)
+    for name in ("query-embedder", "doc-embedder"):
+        c = pod_spec(vien_deployments(objs)[name])["containers"][0]
+        assert c["resources"]["requests"]["cpu"]
+        ref = env_of(c)["VIEN_ORT_THREADS"]["valueFrom"]["resourceFieldRef"]
+        assert ref == {"resource": "requests.cpu", "divisor": "1"}
+    no_request = {"services": {"queryEmbedder": {"resources": {"requests": {"cpu": None, "memory": "1Gi"}}}}}
+    c = pod_spec(vien_deployments(render_objects(no_request))["query-embedder"])["containers"][0]
+    assert env_of(c)["VIEN_ORT_THREADS"]["value"] == "2"   # models.defaultThreads
+
+
+def test_onnx_threads_env_is_capped_at_the_cores_and_checked(monkeypatch):
+    from vien.models.onnx_encoder import default_threads, physical_cores
+
+    monkeypatch.setenv("VIEN_ORT_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.setenv("VIEN_ORT_THREADS", "4096")
+    assert default_threads() == physical_cores()
+    monkeypatch.setenv("VIEN_ORT_THREADS", "0")            # no CPU request: the cores
+    assert default_threads() == physical_cores()
+    monkeypatch.setenv("VIEN_ORT_THREADS", "2.5")
+    with pytest.raises(ValueError, match="VIEN_ORT_THREADS"):
+        default_threads()
+
+
+def _min_replicas(objs, name: str) -> int:
+    for kind, key in (("HorizontalPodAutoscaler", "minReplicas"), ("ScaledObject", "minReplicaCount")):
+        found = find(objs, kind, name)
+        if found:
+            return int(found[0]["spec"][key])
+    return int(one(objs, "Deployment", name)["spec"]["replicas"])
+
+
+@pytest.mark.parametrize("variant", ["default", "gpu", "local", "keda"])
+def test_every_pdb_lets_a_drain_through_at_minimum_replicas(variant):
+    objs = (render_objects({"services": {"ingest": {"keda": {"enabled": True}}}}) if variant == "keda"
+            else _objs(variant))
+    pdbs = find(objs, "PodDisruptionBudget")
+    assert pdbs
+    for pdb in pdbs:
+        name, spec = pdb["metadata"]["name"], pdb["spec"]
+        n = _min_replicas(objs, name)
+        allowed = int(spec["maxUnavailable"]) if "maxUnavailable" in spec else n - int(spec["minAvailable"])
+        assert allowed >= 1, f"{name}: {spec} at {n} replica(s) blocks a node drain"
+
+
+def test_a_pdb_that_would_block_drains_is_refused():
+    vals = {"services": {"ingest": {"pdb": {"enabled": True, "minAvailable": 1, "maxUnavailable": None}}}}  # HPA min 1
+    with pytest.raises(helm.HelmError, match="block node drains"):
+        render_objects(vals)
+    ok = render_objects({"services": {"router": {"pdb": {"minAvailable": 1, "maxUnavailable": None}}}})  # HPA min 2
+    assert one(ok, "PodDisruptionBudget", "vien-router")["spec"] == {
+        "minAvailable": 1, "selector": one(ok, "PodDisruptionBudget", "vien-router")["spec"]["selector"]}
+
+
+@pytest.mark.parametrize("variant", VARIANTS3)
+def test_progress_deadline_is_above_the_start_up_budget(variant):
+    for dep in find(_objs(variant), "Deployment"):
+        c = pod_spec(dep)["containers"][0]
+        sp = c.get("startupProbe")
+        if not sp:
+            continue
+        budget = int(sp["periodSeconds"]) * int(sp["failureThreshold"])
+        deadline = dep["spec"].get("progressDeadlineSeconds", 600)   # 600: the Kubernetes default
+        assert deadline > budget, f"{dep['metadata']['name']}: progressDeadlineSeconds {deadline} <= {budget}"
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "REPLACE_WITH_COMMIT_SHA", "abc1234",
+                                      "0123456789ABCDEF0123456789ABCDEF01234567", "0" * 39, "0" * 41])
+@pytest.mark.parametrize("where", ["vllm", "fetch"])
+def test_a_revision_that_is_not_a_40_hex_sha_is_refused(where, revision):
+    vals = values("gpu")
+    if where == "vllm":
+        vals["vllm"]["model"]["revision"] = revision
+    else:
+        vals["models"]["fetch"][0]["revision"] = revision
+    with pytest.raises(helm.HelmError):
+        render_mod.render(vals)
+
+
+def test_the_gpu_example_does_not_install_until_its_revisions_are_pinned():
+    with pytest.raises(helm.HelmError):
+        render_mod.render(render_mod.load_values([render_mod.GPU_VALUES]))
+
+
+def test_fetched_models_land_in_a_revision_keyed_directory_the_profiles_load():
+    objs = rendered("gpu")
+    fetch = values("gpu")["models"]["fetch"][0]
+    init = next(c for c in pod_spec(vien_deployments(objs)["query-embedder"])["initContainers"]
+                if c["name"] == "fetch-0")
+    dest = env_of(init)["DEST"]["value"]
+    assert dest.endswith(f"/{fetch['name']}/{fetch['revision']}")
+    cfg = _profiles(objs)
+    assert cfg.encoders[cfg.profiles[cfg.routing.default].query_encoder].model == dest
+
+
+def _run_fetch_script(init: dict, hub_port: int, models: Path) -> subprocess.CompletedProcess:
+    env = {e["name"]: e["value"] for e in init["env"] if "value" in e}
+    env["DEST"] = env["DEST"].replace("/models", str(models), 1)
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{hub_port}"
+    env["HOME"] = str(models.parent / "home")
+    env["PATH"] = "/usr/bin:/bin"
+    return subprocess.Popen([sys.executable, *init["command"][1:]], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_the_rendered_fetch_is_atomic_and_keeps_revisions_apart(tmp_path):
+    """The fetch init container's script (as rendered) against the hub stand-in (deploy/hubstub.py, fake:
+    no hub here): three pods fetching at once into one shared directory all succeed, each file whole, with
+    no partial directory left; a second revision lands next to the first, which stays untouched."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("hubstub", ROOT / "deploy" / "hubstub.py")
+    assert spec and spec.loader
+    hubstub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubstub)
+    rev1, rev2 = "1" * 40, "2" * 40
+    repo1, repo2 = tmp_path / "r1", tmp_path / "r2"
+    for d, tag in ((repo1, b"one"), (repo2, b"two")):
+        (d / "onnx").mkdir(parents=True)
+        (d / "config.json").write_bytes(b'{"v": "%s"}' % tag)
+        (d / "onnx" / "model.onnx").write_bytes(tag * 200_000)
+    fetch = [{"name": "m", "repo": "org/m", "revision": rev1}]
+    hub = hubstub.HubStub({("org/m", rev1): repo1, ("org/m", rev2): repo2}).start()
+    try:
+        models = tmp_path / "models"
+        init = next(c for c in pod_spec(vien_deployments(render_objects({"models": {"fetch": fetch}}))
+                                        ["query-embedder"])["initContainers"] if c["name"] == "fetch-0")
+        procs = [_run_fetch_script(init, hub.port, models) for _ in range(3)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        dest = models / "m" / rev1
+        assert (dest / "onnx" / "model.onnx").read_bytes() == b"one" * 200_000
+        assert (dest / ".vien-revision").read_text() == rev1
+        assert sorted(x.name for x in (models / "m").iterdir()) == [rev1]   # no .partial-* left behind
+        n = len(hub.requests)
+        p = _run_fetch_script(init, hub.port, models)
+        assert p.communicate(timeout=60) and p.returncode == 0 and len(hub.requests) == n   # present: no download
+        fetch2 = [{"name": "m", "repo": "org/m", "revision": rev2}]
+        init2 = next(c for c in pod_spec(vien_deployments(render_objects({"models": {"fetch": fetch2}}))
+                                         ["query-embedder"])["initContainers"] if c["name"] == "fetch-0")
+        p = _run_fetch_script(init2, hub.port, models)
+        assert p.communicate(timeout=60) and p.returncode == 0
+        assert (models / "m" / rev2 / "onnx" / "model.onnx").read_bytes() == b"two" * 200_000
+        assert (dest / "onnx" / "model.onnx").read_bytes() == b"one" * 200_000
+    finally:
+        hub.close()
+
+
+def _template_annotations(objs, component: str) -> dict[str, str]:
+    return vien_deployments(objs)[component]["spec"]["template"]["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize("change", ["vllm-revision", "vllm-model", "fetch-revision"])
+def test_a_new_document_model_or_revision_rolls_the_doc_embedders(change):
+    vals = values("gpu")
+    if change == "vllm-revision":
+        vals["vllm"]["model"]["revision"] = "f" * 40
+    elif change == "vllm-model":
+        vals["vllm"]["model"]["id"] = "Qwen/Qwen3-Embedding-4B"
+    else:
+        vals["models"]["fetch"][0]["revision"] = "e" * 40
+    a, b = rendered("gpu"), render_objects(vals)
+    assert _template_annotations(a, "doc-embedder") != _template_annotations(b, "doc-embedder")
+    if change == "fetch-revision":   # the query side rolls too
+        assert _template_annotations(a, "query-embedder") != _template_annotations(b, "query-embedder")
+    if change == "vllm-revision":   # in no profile (the served name stays): only the model loaders roll
+        assert _template_annotations(a, "router") == _template_annotations(b, "router")
+
+
+def test_a_changed_secret_rolls_the_pods_that_read_it():
+    a = render_objects({"secrets": {"values": {"vllmApiKey": "one"}}})
+    b = render_objects({"secrets": {"values": {"vllmApiKey": "two"}}})
+    for name in ("doc-embedder", "router", "gateway"):
+        assert (_template_annotations(a, name)["checksum/secrets"]
+                != _template_annotations(b, name)["checksum/secrets"])
+    assert "one" not in json.dumps(_template_annotations(a, "doc-embedder"))
+    own = render_objects({"secrets": {"existingSecret": "mine",
+                                      "rolloutAnnotation": {"secret.reloader.stakater.com/reload": "mine"}}})
+    ann = _template_annotations(own, "router")
+    assert "checksum/secrets" not in ann and ann["secret.reloader.stakater.com/reload"] == "mine"
+
+
+@pytest.mark.parametrize("variant", ["default", "gpu"])
+def test_vllm_pod_meets_the_restricted_pod_security_standard(variant):
+    vals = values(variant)
+    vals["vllm"] = render_mod.deep_merge(vals.get("vllm", {}), {"enabled": True, "model": {"revision": "a" * 40}})
+    spec = pod_spec(one(render_objects(vals), "Deployment", "vien-vllm"))
+    pod_sec = spec["securityContext"]
+    assert pod_sec["runAsNonRoot"] is True and pod_sec["runAsUser"] != 0
+    assert pod_sec["seccompProfile"]["type"] == "RuntimeDefault"
+    for c in spec["containers"]:
+        sec = c["securityContext"]
+        assert sec["allowPrivilegeEscalation"] is False and sec["capabilities"]["drop"] == ["ALL"]
+        assert not sec.get("privileged") and not sec.get("capabilities", {}).get("add")
+        assert "runAsUser" not in sec or sec["runAsUser"] != 0
+    assert not [v for v in spec["volumes"] if "hostPath" in v]
+    # the GPU request places the pod; no label from NVIDIA's feature discovery is assumed
+    assert not any(k.startswith(("nvidia.com/gpu.", "feature.node.kubernetes.io"))
+                   for k in spec.get("nodeSelector", {}))
+
+
+# ---------- operator kit ----------
+
+def _kit(variant: str = "gpu") -> list[dict]:
+    return render_objects(render_mod.deep_merge(values(variant), render_mod.OPS_KIT))
+
+
+def _metric_names() -> set[str]:
+    from vien.runtime import metrics
+    return {m._name + suffix for m in vars(metrics).values() if hasattr(m, "_name") and hasattr(m, "_type")
+            for suffix in (("", "_total", "_count", "_bucket", "_sum") if m._type in ("counter", "histogram")
+                           else ("",))}
+
+
+VLLM_METRICS = {"vllm:num_requests_waiting", "vllm:num_requests_running"}
+
+
+def _exprs_metrics(expr: str) -> set[str]:
+    return set(re.findall(r"\b(vien_[a-z_]+|vllm:[a-z_]+)\b", expr))
+
+
+def test_operator_kit_is_off_by_default():
+    objs = rendered("default")
+    assert not find(objs, "PrometheusRule") and not find(objs, "ScaledObject")
+    assert not find(objs, "ConfigMap", "vien-dashboard")
+
+
+def test_grafana_dashboard_configmap_uses_the_sidecar_label_and_known_metrics():
+    objs = _kit()
+    cm = one(objs, "ConfigMap", "vien-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dash = json.loads(cm["data"]["vien.json"])
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = set().union(*map(_exprs_metrics, exprs))
+    known = _metric_names() | VLLM_METRICS
+    assert used and used <= known, used - known
+    for must in ("vien_breaker_state", "vien_space_guard_ok", "vien_consumer_lag", "vien_dlq_events_total",
+                 "vllm:num_requests_waiting"):
+        assert must in used
+
+
+def test_prometheus_rules_alert_on_the_operator_signals():
+    objs = _kit()
+    rules = {r["alert"]: r for g in one(objs, "PrometheusRule", "vien")["spec"]["groups"] for r in g["rules"]}
+    assert set(rules) == {"VienBreakerOpen", "VienSpaceGuardFailed", "VienConsumerLagHigh", "VienDLQGrowing",
+                          "VienVllmQueueHigh"}
+    known = _metric_names() | VLLM_METRICS
+    for name, r in rules.items():
+        used = _exprs_metrics(r["expr"])
+        assert used and used <= known, (name, used - known)
+        assert 'namespace="vien"' in r["expr"] and r["labels"]["severity"] in ("warning", "critical")
+        assert r["expr"].count("(") == r["expr"].count(")")
+    assert "== 2" in rules["VienBreakerOpen"]["expr"]        # vien_breaker_state: 2 = open
+    assert "== 0" in rules["VienSpaceGuardFailed"]["expr"]   # vien_space_guard_ok: 0 = failed
+
+
+def test_keda_scales_ingest_on_lag_and_vllm_on_its_queue():
+    objs = _kit()
+    ing = one(objs, "ScaledObject", "vien-ingest")
+    assert ing["spec"]["triggers"][0]["type"] == "kafka"
+    vllm = one(objs, "ScaledObject", "vien-vllm")
+    trig = vllm["spec"]["triggers"][0]
+    assert trig["type"] == "prometheus" and "vllm:num_requests_waiting" in trig["metadata"]["query"]
+    assert vllm["spec"]["scaleTargetRef"]["name"] == "vien-vllm"
+    assert "replicas" not in one(objs, "Deployment", "vien-vllm")["spec"]   # KEDA owns them
+    for kv in KUBE_VERSIONS:
+        assert render_mod.validate(objs, kv) == []
+
+
+# ---------- docs/deploy.md matches the templates ----------
+
+def _doc_tables() -> tuple[list[list[str]], list[list[str]]]:
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    section = text.split("### Probes, ports and environment (as rendered)", 1)[1].split("\n### ", 1)[0]
+    tables, cur = [], []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            cur.append([c.strip().strip("`") for c in line.strip().strip("|").split("|")])
+        elif cur:
+            tables.append(cur[2:])   # header and rule off
+            cur = []
+    if cur:
+        tables.append(cur[2:])
+    return tables[0], tables[1]
+
+
+def _probe_kind(p: dict) -> str:
+    if "grpc" in p:
+        return " ".join(x for x in ("grpc", p["grpc"].get("service", "")) if x)
+    if "httpGet" in p:
+        return f"httpGet {p['httpGet']['path']}"
+    return next(k for k in ("tcpSocket", "exec") if k in p)
+
+
+SHARED_ENV = re.compile(r"^(VIEN_HOST|VIEN_CONFIG|VIEN_MODELS_DIR|HOME|VIEN_[A-Z_]+_ADDR|VIEN_METRICS_PORT|"
+                        r"OTEL_EXPORTER_OTLP_ENDPOINT|OTEL_EXPORTER_OTLP_INSECURE|VIEN_LOG_LEVEL|"
+                        r"VIEN_MAX_MESSAGE_BYTES)$")
+
+
+def test_documented_probes_ports_and_env_match_the_rendered_pods():
+    probes, envs = _doc_tables()
+    objs = rendered("default")
+    pods = {name: pod_spec(dep)["containers"][0] for name, dep in vien_deployments(objs).items()}
+    pods["vllm"] = pod_spec(one(rendered("gpu"), "Deployment", "vien-vllm"))["containers"][0]
+    want = []
+    for name, c in pods.items():
+        ports = ", ".join(f"{p['containerPort']} {p['name']}" for p in c["ports"])
+        want.append([name, ports, *(_probe_kind(c[k]) for k in ("startupProbe", "readinessProbe", "livenessProbe"))])
+    assert sorted(probes) == sorted(want)
+    documented = {row[0]: {e.strip().strip("`") for e in row[1].split(",")} for row in envs}
+    rendered_env = {name: {n for n in env_of(c) if not SHARED_ENV.match(n)} for name, c in pods.items()
+                    if name != "vllm"}
+    assert documented == rendered_env
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    for shared in ("VIEN_HOST", "VIEN_CONFIG", "VIEN_MODELS_DIR", "VIEN_METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        assert all(shared in env_of(c) for n, c in pods.items() if n != "vllm") and f"`{shared}`" in text

@@ -128,18 +128,50 @@ app.kubernetes.io/part-of: vien
       optional: {{ not .required }}
 {{- end -}}
 
-{{/* Refuse a model revision that is not pinned (empty or a branch name). */}}
+{{/* Refuse a model revision that is not a commit sha (40 hex digits): a branch, a tag or a placeholder
+     such as REPLACE_WITH_COMMIT_SHA would let the model change under a running embedding space. */}}
 {{- define "vien.pinnedRevision" -}}
 {{- $rev := toString .revision -}}
-{{- if or (not $rev) (has $rev (list "main" "master" "HEAD" "latest")) -}}
-{{- fail (printf "%s: revision %q is not pinned; set a commit sha" .what $rev) -}}
+{{- if not (regexMatch "^[0-9a-f]{40}$" $rev) -}}
+{{- fail (printf "%s: revision %q is not pinned; set the 40-hex commit sha you validated" .what $rev) -}}
 {{- end -}}
 {{- $rev -}}
 {{- end -}}
 
+{{/* Where models.fetch entry .name lands: models.dir/<name>/<revision>, filled atomically by the fetch
+     init container (a new revision is a new directory, never a half-written old one). Use it in the
+     profiles: model: {{ include "vien.fetchedModel" (dict "root" . "name" "qwen3-embedding-0.6b-onnx") }} */}}
+{{- define "vien.fetchedModel" -}}
+{{- $root := .root -}}
+{{- $name := .name -}}
+{{- $found := "" -}}
+{{- range $i, $m := $root.Values.models.fetch -}}
+{{- if eq $m.name $name -}}
+{{- $found = printf "%s/%s/%s" $root.Values.models.dir $m.name (include "vien.pinnedRevision" (dict "revision" $m.revision "what" (printf "models.fetch[%d] (%s)" $i $m.repo))) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $found -}}
+{{- fail (printf "vien.fetchedModel: no models.fetch entry named %q" $name) -}}
+{{- end -}}
+{{- $found -}}
+{{- end -}}
+
+{{/* The models a service's pods load (fetched exports, builtins, and the vLLM model behind the document
+     side): a pod annotation, so a new model or revision rolls them and the doc-embedder's space guard
+     runs again against it. */}}
+{{- define "vien.modelsChecksum" -}}
+{{- $root := . -}}
+{{- $vllm := dict -}}
+{{- if $root.Values.vllm.enabled -}}
+{{- $vllm = dict "id" $root.Values.vllm.model.id "revision" $root.Values.vllm.model.revision "servedName" (include "vien.vllm.servedName" $root) -}}
+{{- end -}}
+{{- dict "fetch" $root.Values.models.fetch "build" $root.Values.models.build "vllm" $vllm | toJson | sha256sum -}}
+{{- end -}}
+
 {{/* Does a service need the models volume (it loads ONNX models)? */}}
 {{- define "vien.needsModels" -}}
-{{- if has .key (list "queryEmbedder" "docEmbedder") -}}true{{- end -}}
+{{- /* ingest counts tokens with the document side's tokenizer, which lives in the models directory */ -}}
+{{- if has .key (list "queryEmbedder" "docEmbedder" "ingest") -}}true{{- end -}}
 {{- end -}}
 
 {{/* Environment of a vien service: .root, .key, .svc. Addresses of the mesh, endpoints of the
@@ -210,6 +242,19 @@ app.kubernetes.io/part-of: vien
       optional: false
 {{- end }}
 {{- end }}
+{{- if has .key (list "queryEmbedder" "docEmbedder") }}
+{{- /* ONNX intra-op threads = the container's CPU request (rounded up), not the node's cores */}}
+{{- if dig "requests" "cpu" "" (default (dict) .svc.resources) }}
+- name: VIEN_ORT_THREADS
+  valueFrom:
+    resourceFieldRef:
+      resource: requests.cpu
+      divisor: "1"
+{{- else }}
+- name: VIEN_ORT_THREADS
+  value: {{ $root.Values.models.defaultThreads | quote }}
+{{- end }}
+{{- end }}
 {{- if $root.Values.metrics.enabled }}
 - name: VIEN_METRICS_PORT
   value: {{ $root.Values.metrics.port | quote }}
@@ -252,5 +297,17 @@ app.kubernetes.io/part-of: vien
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+
+{{/* checksum/secrets: the chart-managed Secret's content, so a changed key restarts the pods that read it at
+     start. A Secret you manage yourself (secrets.existingSecret) is outside the chart: set
+     secrets.rolloutAnnotation (e.g. Stakater Reloader's) or roll the pods when you change it. */}}
+{{- define "vien.secretsChecksum" -}}
+{{- if and .Values.secrets.create (not .Values.secrets.existingSecret) -}}
+checksum/secrets: {{ .Values.secrets.values | toJson | sha256sum }}
+{{- else if .Values.secrets.rolloutAnnotation -}}
+{{ toYaml .Values.secrets.rolloutAnnotation }}
 {{- end -}}
 {{- end -}}

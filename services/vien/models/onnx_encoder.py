@@ -67,6 +67,15 @@ def physical_cores() -> int:
     return max(1, min(len(allowed), len(cores) if cores else len(allowed)))
 
 
+def default_threads() -> int:
+    """Intra-op threads when the encoder config names none: VIEN_ORT_THREADS (in Kubernetes, the container's
+    CPU request through the downward API; 0 or unset = no request) capped at the cores this process may use,
+    else those cores."""
+    cores = physical_cores()
+    n = int(env.get("VIEN_ORT_THREADS") or 0)
+    return min(n, cores) if n else cores
+
+
 def _is_local(source: str | Path) -> bool:
     return (isinstance(source, Path) or Path(os.path.expanduser(source)).exists()
             or str(source).startswith(("/", "./", "../", "~")))
@@ -160,7 +169,7 @@ class OnnxEncoder:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.enable_mem_pattern = True
-        so.intra_op_num_threads = int(intra_op_threads) if intra_op_threads else physical_cores()
+        so.intra_op_num_threads = int(intra_op_threads) if intra_op_threads else default_threads()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         # No busy-waiting between ops: in a mesh the router, gRPC threads and Redis share these cores,

@@ -134,8 +134,15 @@ VARS: dict[str, Var] = {v.name: v for v in (
         aliases=(("required", "require"), *((t, "require") for t in _TRUE), *((f, "none") for f in _FALSE))),
     Var("VIEN_TLS_SERVER_NAME", "str", "", "name expected in the servers' certs when it differs from the "
         "address host", default_doc="unset"),
+    Var("VIEN_ORT_THREADS", "int", 0, "ONNX intra-op threads when the encoder config sets no `intra_op_threads`, "
+        "capped at the cores this process may use; 0 = those cores (the Helm chart passes the container's CPU "
+        "request)", lo=0, hi=65536),
     Var("VIEN_ORT_SPIN", "bool", False, "onnxruntime intra-op threads spin while waiting (lower latency, "
         "busier cores)", default_doc="0"),
+    Var("VIEN_VLLM_PYTHON", "path", None, "the Python of vLLM's CPU build (`vien up --doc-backend vllm`, tests, "
+        "pod harness)", default_doc="`<repo>/.venv-vllm/bin/python`"),
+    Var("VIEN_PODS_CACHE", "path", Path.home() / ".cache" / "vien" / "pods", "models the pod harness "
+        "(`deploy/pods.py`) builds once", default_doc="`~/.cache/vien/pods`"),
     Var("VIEN_DATA_DIR", "path", None, "where `vien eval` caches corpus embeddings",
         default_doc="`~/.cache/vien`"),
     Var("VIEN_DEBUG", "bool", False, "CLI errors show the traceback", default_doc="0"),

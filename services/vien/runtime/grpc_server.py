@@ -37,6 +37,12 @@ from vien.runtime.tls import server_credentials
 
 log = logging.getLogger("vien.server")
 
+# grpc.health.v1 service names. "" (and each service's full name) is readiness: NOT_SERVING until the app has
+# started and whenever it says a dependency is down (a breaker open, a failed space guard). LIVENESS is SERVING
+# for as long as the server answers at all: what a liveness probe should ask, since restarting a process
+# does not bring its dependency back (Kubernetes: `grpc: {port: P, service: liveness}`).
+LIVENESS = "liveness"
+
 
 class HealthReporter:
     """Lets an app flip its own serving state (e.g. when a backend or the space guard fails)."""
@@ -285,6 +291,7 @@ async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None 
         raise OSError(f"cannot bind {address}")
     reporter = HealthReporter(health_servicer, names)
     await reporter.set(False)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     log.info("listening on %s:%d (%s, %s)", host or settings.host, bound, app.name,
              "plaintext" if creds is None else ("mTLS" if settings.tls_client_auth else "TLS"))
