@@ -350,6 +350,10 @@ class Settings:
     # RESOURCE_EXHAUSTED before any Python runs, the last line of defence when even refusing in Python
     # costs too much (such answers carry no retry-after-ms)
     max_concurrent_rpcs: int = 0
+    # Servers close each client connection (GOAWAY) after this many seconds (0 = never), so that clients
+    # re-resolve dns:/// targets and spread onto replicas added since; RPCs in flight get the grace period.
+    max_connection_age_s: int = 0
+    max_connection_age_grace_s: int = 300
     log_level: str = "INFO"
     # TLS between services (vien.runtime.tls): PEM paths. cert+key alone = TLS servers, clients verify
     # servers against `tls_ca`; tls_client_auth = mTLS (servers demand a client cert signed by `tls_ca`,
@@ -386,6 +390,8 @@ class Settings:
             query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
             query_max_wait_ms=_env_int("VIEN_QUERY_MAX_WAIT_MS", d.query_max_wait_ms),
             max_concurrent_rpcs=_env_int("VIEN_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
+            max_connection_age_s=_env_int("VIEN_MAX_CONNECTION_AGE_S", d.max_connection_age_s),
+            max_connection_age_grace_s=_env_int("VIEN_MAX_CONNECTION_AGE_GRACE_S", d.max_connection_age_grace_s),
             log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
             tls_cert=_env_path("VIEN_TLS_CERT"),
             tls_key=_env_path("VIEN_TLS_KEY"),

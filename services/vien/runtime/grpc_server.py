@@ -241,13 +241,17 @@ def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: objec
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
-    return [
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_connection_age_s > 0:  # clients reconnect and re-resolve: new replicas get their share
+        options += [("grpc.max_connection_age_ms", settings.max_connection_age_s * 1000),
+                    ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_s * 1000)]
+    return options
 
 
 def edge_keys(app: GrpcApp, settings: Settings) -> ApiKeys | None:
