@@ -9,6 +9,7 @@ import json
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from vien.cli.supervisor import Child, grouped, parse_replicas
 from vien.runtime.balancing import IDEMPOTENT_RPCS, channel_target, service_config
@@ -55,6 +56,7 @@ def test_replicas_option_syntax_and_grouped_ready_line():
 class CountingEmbedder(embedder_pb2_grpc.QueryEmbedderServicer):
     def __init__(self) -> None:
         self.calls = 0
+        self.health: health.aio.HealthServicer | None = None
 
     async def Encode(self, request: embedder_pb2.EncodeRequest, context: grpc.aio.ServicerContext
                      ) -> embedder_pb2.EncodeResponse:
@@ -62,9 +64,13 @@ class CountingEmbedder(embedder_pb2_grpc.QueryEmbedderServicer):
         return embedder_pb2.EncodeResponse(model_id="counting")
 
 
-async def _server(impl: CountingEmbedder) -> tuple[grpc.aio.Server, int]:
+async def _server(impl: CountingEmbedder, serving: bool = True) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
     embedder_pb2_grpc.add_QueryEmbedderServicer_to_server(impl, server)
+    impl.health = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(impl.health, server)
+    await impl.health.set("", health_pb2.HealthCheckResponse.SERVING if serving
+                          else health_pb2.HealthCheckResponse.NOT_SERVING)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port
@@ -93,6 +99,31 @@ def test_a_replica_list_spreads_requests_and_fails_over_without_errors():
                 await embedder_pb2_grpc.QueryEmbedderStub(ch).Encode(embedder_pb2.EncodeRequest(texts=["x"]),
                                                                      timeout=5)
             assert impls[1].calls + impls[2].calls == 101 - first
+        finally:
+            for server, _ in started:
+                await server.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_only_replicas_that_report_serving_get_requests():
+    """Client-side health checking: a replica that is up but NOT_SERVING (loading its model after a
+    restart, draining, a failed space guard) gets nothing until it reports SERVING."""
+    async def scenario() -> None:
+        impls = [CountingEmbedder(), CountingEmbedder()]
+        started = [await _server(impls[0]), await _server(impls[1], serving=False)]
+        try:
+            async with aio_channel(",".join(f"127.0.0.1:{p}" for _, p in started), Settings()) as ch:
+                stub = embedder_pb2_grpc.QueryEmbedderStub(ch)
+                for _ in range(20):
+                    await stub.Encode(embedder_pb2.EncodeRequest(texts=["x"]), timeout=5)
+                assert [i.calls for i in impls] == [20, 0]
+                assert impls[1].health is not None
+                await impls[1].health.set("", health_pb2.HealthCheckResponse.SERVING)
+                await asyncio.sleep(0.2)
+                for _ in range(20):
+                    await stub.Encode(embedder_pb2.EncodeRequest(texts=["x"]), timeout=5)
+                assert impls[1].calls >= 8, [i.calls for i in impls]
         finally:
             for server, _ in started:
                 await server.stop(None)

@@ -9,7 +9,8 @@ A service's address (VIEN_*_ADDR) is one of:
   clients also pick up pods that were added).
 
 Every channel uses `round_robin` (gRPC's default, `pick_first`, sends every request to the first
-backend it connected to; kube-proxy balances connections, not requests) and retries UNAVAILABLE on
+backend it connected to; kube-proxy balances connections, not requests) over the replicas whose
+grpc.health.v1 status is SERVING (client-side health checking), and retries UNAVAILABLE on
 another replica for the idempotent RPCs: embeddings, language detection, profile listing, searches,
 health checks. A replica killed mid-request costs its callers a retry, not a failure. Overload answers
 (RESOURCE_EXHAUSTED) are not retried: that would amplify the overload.
@@ -52,6 +53,9 @@ def service_config() -> str:
     names = [{"service": s, **({"method": m} if m else {})} for s, m in IDEMPOTENT_RPCS]
     return json.dumps({
         "loadBalancingConfig": [{"round_robin": {}}],
+        # client-side health checking (grpc.health.v1 Watch): a replica gets requests only while it
+        # reports SERVING, so not while it loads its model after a restart, nor while it drains
+        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}],
         # retries stop while more than half of a window of calls fail (a whole tier down), so that
         # they never multiply the load on a service that is already failing
