@@ -301,14 +301,13 @@ _COMMIT = re.compile(r"committed (\d+) events: (\d+) upserted \((\d+) chunks\)")
 
 def ingest_log_batches(log_dir: Path) -> list[int]:
     """Events per committed batch, from the ingest log's 'committed N events' lines."""
-    path = log_dir / "ingest.log"
-    if not path.is_file():
-        return []
-    return [int(m.group(1)) for m in _COMMIT.finditer(path.read_text(encoding="utf-8", errors="replace"))]
+    return [int(m.group(1)) for path in sorted(log_dir.glob("ingest*.log"))  # ingest-2.log...: --replicas
+            for m in _COMMIT.finditer(path.read_text(encoding="utf-8", errors="replace"))]
 
 
 def pipeline_throughput(settings: Settings, prof, docs: list[dict], expected_chunks: int,
-                        keep_logs: bool) -> dict:
+                        keep_logs: bool, up_args: list[str] | None = None) -> dict:
+    """`up_args`: extra `vien up` arguments (bench/replicas_bench.py passes `--replicas ingest=2`)."""
     from conftest import start_mesh, stop_mesh  # the same `vien up` the tests use
 
     from vien.store.remote import RemoteStore
@@ -317,7 +316,7 @@ def pipeline_throughput(settings: Settings, prof, docs: list[dict], expected_chu
     warm_docs = [{**d, "tenant": WARM_TENANT, "doc_id": f"warm-{i}"} for i, d in enumerate(docs[:8])]
     warm_file = write_jsonl(tmp / "warmup.jsonl", warm_docs)
     main_file = write_jsonl(tmp / "documents.jsonl", docs)
-    mesh = start_mesh(tmp / "logs")
+    mesh = start_mesh(tmp / "logs", extra=up_args)
     store = RemoteStore(mesh.addrs["store"])
     try:
         _publish(mesh, warm_file)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -129,3 +131,12 @@ def test_only_replicas_that_report_serving_get_requests():
                 await server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_up_refuses_a_bad_replicas_option_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "vien", "up", "--replicas", "store=2"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "vien: error: --replicas 'store=2': service must be one of query-embedder, doc-embedder, router, "
+        "search, ingest"]
