@@ -278,8 +278,7 @@ def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path
     extra = extra or {}
     addr = {name: f"{host}:{port}" for name, port in ports.items()}
     replicas = {n: [(ports[n], (metrics_ports or {}).get(n)), *extra.get(n, [])] for n in SERVICE_ORDER}
-    env = {SERVICES[n].env: ",".join(f"{host}:{p}" for p, _ in replicas.get(n, [(ports[n], None)]))
-           for n in SERVICES}
+    env = {SERVICES[n].env: ",".join(f"{host}:{p}" for p, _ in replicas[n]) for n in SERVICES}
     env["VIEN_KAFKA_BOOTSTRAP"] = addr["kafka"]
     env["VIEN_KAFKA_LOCAL"] = "1"
     env["VIEN_STORE_BACKEND"] = f"edge:{data_dir / 'store'}"
