@@ -13,6 +13,10 @@ the first leaves idle between batches (gRPC, Python, batching waits): expect a r
 about 2 on machines where each replica has cores of its own (as in Kubernetes, one pod per 2 cores). The
 ingest path is bounded by the one doc-embedder's inference on the same cores, so a second ingest worker
 overlaps Kafka polling, chunking and store writes with inference, no more.
+
+`--threads N` gives every ONNX encoder N intra-op threads (a copy of the profiles file, VIEN_CONFIG):
+with 1, one replica computes on one core, as if each replica had a core of its own, which shows what
+the balancing adds when there is CPU to spare.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -33,9 +39,20 @@ from query_bench import throughput
 from vien.embedding.encoders import resolve_model_source
 from vien.models.onnx_encoder import TokenCounter
 from vien.models.setup import ensure_builtin_models
-from vien.runtime.config import Settings
+from vien.runtime.config import Settings, default_config_path
 
 CONCURRENCY = 16
+
+
+def config_with_threads(settings: Settings, threads: int) -> Path:
+    """A copy of the profiles file with `intra_op_threads: threads` on every ONNX encoder."""
+    raw = yaml.safe_load((settings.config_path or default_config_path()).read_text(encoding="utf-8"))
+    for enc in raw["encoders"].values():
+        if enc.get("backend", "onnx") == "onnx":
+            enc["intra_op_threads"] = threads
+    path = Path(tempfile.mkdtemp(prefix="vien-bench-replicas-")) / "profiles.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
 
 
 def query_qps(replicas: int, seconds: float) -> float:
@@ -54,7 +71,10 @@ def query_qps(replicas: int, seconds: float) -> float:
 def run(ns: argparse.Namespace | None = None) -> dict:
     seconds = getattr(ns, "seconds", 8.0)
     n_docs = getattr(ns, "docs", None) or 400
+    threads = getattr(ns, "threads", None)
     settings = Settings.from_env()
+    if threads:  # the meshes (child processes) read VIEN_CONFIG from the environment
+        os.environ["VIEN_CONFIG"] = str(config_with_threads(settings, threads))
     ensure_builtin_models(settings)
     prof = settings.config.profiles[settings.config.routing.default]
     enc_cfg = settings.config.encoders[prof.document_encoder]
@@ -72,6 +92,7 @@ def run(ns: argparse.Namespace | None = None) -> dict:
     result = {
         "bench": "replicas",
         "cpus": os.cpu_count(),
+        "ort_threads_per_replica": threads or "default (physical cores)",
         "query_concurrency": CONCURRENCY,
         "query_seconds": seconds,
         "qps_1_query_embedder": qps[1],
@@ -92,4 +113,5 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--docs", type=int, default=400)
+    p.add_argument("--threads", type=int, default=None, help="ONNX intra-op threads per replica")
     print(json.dumps(run(p.parse_args()), ensure_ascii=False))

@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "overload", "replicas"])
     b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
+    b.add_argument("--threads", type=int, default=None,
+                   help="replicas bench: ONNX intra-op threads per replica (default: the profiles file's)")
     b.set_defaults(fn=_cmd_bench)
     return p
 
