@@ -17,6 +17,7 @@ from vien.cli.supervisor import Child, grouped, parse_replicas
 from vien.runtime.balancing import IDEMPOTENT_RPCS, channel_target, service_config
 from vien.runtime.config import ConfigError, Settings
 from vien.runtime.grpc_client import aio_channel
+from vien.runtime.grpc_server import server_options
 from vien.v1 import embedder_pb2, embedder_pb2_grpc
 
 
@@ -140,3 +141,16 @@ def test_up_refuses_a_bad_replicas_option_in_one_line():
     assert out.stderr.strip().splitlines() == [
         "vien: error: --replicas 'store=2': service must be one of query-embedder, doc-embedder, router, "
         "search, ingest"]
+
+
+def test_servers_age_out_connections_only_when_configured(monkeypatch):
+    """VIEN_MAX_CONNECTION_AGE_S makes servers close connections (GOAWAY) so that callers re-resolve their
+    dns:/// targets and reach replicas added since; off by default (one machine has no DNS to follow)."""
+    assert not any(k.startswith("grpc.max_connection_age") for k, _ in server_options(Settings()))
+    monkeypatch.setenv("VIEN_MAX_CONNECTION_AGE_S", "60")
+    monkeypatch.setenv("VIEN_MAX_CONNECTION_AGE_GRACE_S", "30")
+    opts = dict(server_options(Settings.from_env()))
+    assert opts["grpc.max_connection_age_ms"] == 60_000 and opts["grpc.max_connection_age_grace_ms"] == 30_000
+    monkeypatch.setenv("VIEN_MAX_CONNECTION_AGE_S", "soon")
+    with pytest.raises(ConfigError, match="VIEN_MAX_CONNECTION_AGE_S"):
+        Settings.from_env()
