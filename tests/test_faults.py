@@ -14,7 +14,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,9 +21,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from conftest import serve_process
 from test_ingest_processor import LocalDocEncoder
 
-from vien.cli.supervisor import free_port, grpc_serving, redis_ready
+from vien.cli.supervisor import free_port, redis_ready
 from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, LocalBroker, ensure_topics
 from vien.runtime.config import Settings
 from vien.runtime.metrics import INGEST_RETRIES
@@ -58,15 +58,8 @@ class StoreService:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "VIEN_STORE_BACKEND": f"edge:{self.data_dir}", "VIEN_TRACING": "0"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "vien", "serve", "store", "--port", str(self.port),
-                                      "--host", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not grpc_serving(self.address):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the store service did not start")
-            time.sleep(0.1)
+        self.proc = serve_process("store", self.port, {"VIEN_STORE_BACKEND": f"edge:{self.data_dir}",
+                                                       "VIEN_TRACING": "0"}, timeout=60)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -40,6 +40,7 @@ from helm_fixtures import (
     vien_deployments,
 )
 
+from vien.runtime.balancing import channel_target
 from vien.runtime.config import VienConfig
 from vien.runtime.grpc_server import LIVENESS
 from vien.runtime.registry import SERVICES
@@ -123,6 +124,37 @@ def test_every_service_has_its_objects_and_grpc_health_probes(variant):
         sec = pod_spec(dep)["securityContext"]
         assert sec["runAsNonRoot"] is True and sec["runAsUser"] != 0
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+BALANCED = {"router": "VIEN_ROUTER_ADDR", "query-embedder": "VIEN_QUERY_EMBEDDER_ADDR",
+            "doc-embedder": "VIEN_DOC_EMBEDDER_ADDR", "search": "VIEN_SEARCH_ADDR"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_grpc_hops_balance_requests_over_headless_services(variant):
+    """Callers reach router, query-embedder, doc-embedder and search through dns:/// targets on headless
+    Services (every ready pod's IP), which the code's channels spread round_robin over; the servers cap
+    connection age so that callers re-resolve and reach pods added later (docs/deploy.md)."""
+    objs = rendered(variant)
+    deployments = vien_deployments(objs)
+    for name, env_name in BALANCED.items():
+        dep = deployments[name]
+        port = next(p["containerPort"] for p in pod_spec(dep)["containers"][0]["ports"] if p["name"] == "grpc")
+        headless = one(objs, "Service", f"{dep['metadata']['name']}-headless")
+        assert headless["spec"]["clusterIP"] == "None"
+        assert headless["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+        assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]   # not scraped twice
+        assert headless["spec"]["ports"][0]["port"] == port
+        assert one(objs, "Service", dep["metadata"]["name"])["spec"].get("clusterIP") != "None"
+        target = f"dns:///{headless['metadata']['name']}:{port}"
+        assert channel_target(target) == target   # the form vien.runtime.balancing passes to gRPC as is
+        for caller in deployments.values():
+            assert env_of(pod_spec(caller)["containers"][0])[env_name]["value"] == target
+    for dep in deployments.values():
+        env = env_of(pod_spec(dep)["containers"][0])
+        assert int(env["VIEN_MAX_CONNECTION_AGE_S"]["value"]) > 0
+        assert int(env["VIEN_MAX_CONNECTION_AGE_GRACE_S"]["value"]) > 0
+    assert not find(objs, "Service", "vien-store-headless") and not find(objs, "Service", "vien-ingest-headless")
 
 
 def test_service_monitors_match_the_metrics_ports():
@@ -437,7 +469,7 @@ def test_gateway_is_http_with_healthz_probes(variant):
     sp = c["startupProbe"]
     assert sp["periodSeconds"] * sp["failureThreshold"] >= 120   # the router comes up first
     env = env_of(c)
-    assert env["VIEN_ROUTER_ADDR"]["value"] == "vien-router:50051"
+    assert env["VIEN_ROUTER_ADDR"]["value"] == "dns:///vien-router-headless:50051"
     assert env["VIEN_HTTP_ADDR"]["value"].rsplit(":", 1)[1] == str(port)
     assert "initContainers" not in pod_spec(dep)                  # no models: it only calls the router
     svc = one(objs, "Service", "vien-gateway")

@@ -21,7 +21,14 @@ from vien.ingest_logic.dlq import dlq_record
 from vien.kafka.broker import close_consumer, local_group_kwargs
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument, VienError
-from vien.runtime.metrics import CONSUMER_LAG, DLQ_EVENTS, INGEST_BATCH, INGEST_EVENTS, INGEST_RETRIES
+from vien.runtime.metrics import (
+    ASSIGNED_PARTITIONS,
+    CONSUMER_LAG,
+    DLQ_EVENTS,
+    INGEST_BATCH,
+    INGEST_EVENTS,
+    INGEST_RETRIES,
+)
 from vien_ingest.processor import BatchOutcome, IngestProcessor, Record
 
 log = logging.getLogger("vien.ingest")
@@ -47,6 +54,7 @@ class IngestWorker:
         self.producer: AIOKafkaProducer | None = None
         self.stopping = asyncio.Event()
         self.processed = 0
+        self._lag_labels: set[tuple[str, str]] = set()
 
     async def connect(self, timeout: float = 60.0) -> None:
         s = self.settings
@@ -106,15 +114,23 @@ class IngestWorker:
             log.warning("dead-lettered %s/%d/%d: %s", rec.topic, rec.partition, rec.offset, reason)
 
     async def report_lag(self) -> None:
-        """vien_consumer_lag per assigned partition: the high watermark of the last fetch minus our position."""
+        """vien_consumer_lag per assigned partition: the high watermark of the last fetch minus our position;
+        vien_ingest_assigned_partitions. A partition that moved to another worker of the group (rebalance)
+        drops out of this worker's lag series."""
         assert self.consumer is not None
-        for tp in self.consumer.assignment():
+        assigned = self.consumer.assignment()
+        ASSIGNED_PARTITIONS.set(len(assigned))
+        for labels in self._lag_labels - {(tp.topic, str(tp.partition)) for tp in assigned}:
+            CONSUMER_LAG.remove(*labels)
+            self._lag_labels.discard(labels)
+        for tp in assigned:
             high = self.consumer.highwater(tp)
             if high is None:  # nothing fetched from it yet
                 continue
             with contextlib.suppress(TimeoutError, KafkaError):
                 position = await asyncio.wait_for(self.consumer.position(tp), 1.0)
                 CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+                self._lag_labels.add((tp.topic, str(tp.partition)))
 
     async def run(self) -> None:
         assert self.consumer is not None

@@ -65,6 +65,26 @@ app.kubernetes.io/part-of: vien
 {{- printf "%s:%v" (include "vien.componentName" (dict "root" .root "component" (kebabcase .key))) $svc.port -}}
 {{- end -}}
 
+{{/* The gRPC services other pods call with request-level balancing: each also gets a headless Service
+     (<name>-headless, clusterIP: None: DNS answers every ready pod's IP) and its callers a dns:/// target,
+     which the code's channels spread round_robin over (vien/runtime/balancing.py, docs/deploy.md). */}}
+{{- define "vien.balancedServices" -}}
+router queryEmbedder docEmbedder search
+{{- end -}}
+
+{{- define "vien.headlessName" -}}
+{{- printf "%s-headless" (include "vien.componentName" (dict "root" .root "component" (kebabcase .key))) -}}
+{{- end -}}
+
+{{/* VIEN_*_ADDR of a service: dns:///<name>-headless:<port> for the balanced ones, <name>:<port> else. */}}
+{{- define "vien.grpcTarget" -}}
+{{- if has .key (splitList " " (include "vien.balancedServices" .)) -}}
+{{- printf "dns:///%s:%v" (include "vien.headlessName" .) (index .root.Values.services .key).port -}}
+{{- else -}}
+{{- include "vien.serviceAddr" . -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "vien.vllm.name" -}}
 {{- include "vien.componentName" (dict "root" . "component" "vllm") -}}
 {{- end -}}
@@ -189,7 +209,13 @@ app.kubernetes.io/part-of: vien
   value: /tmp
 {{- range $k := list "router" "queryEmbedder" "docEmbedder" "store" "search" "ingest" }}
 - name: {{ printf "VIEN_%s_ADDR" (snakecase $k | upper) }}
-  value: {{ include "vien.serviceAddr" (dict "root" $root "key" $k) | quote }}
+  value: {{ include "vien.grpcTarget" (dict "root" $root "key" $k) | quote }}
+{{- end }}
+{{- with $root.Values.grpc }}
+- name: VIEN_MAX_CONNECTION_AGE_S
+  value: {{ .maxConnectionAgeSeconds | quote }}
+- name: VIEN_MAX_CONNECTION_AGE_GRACE_S
+  value: {{ .maxConnectionAgeGraceSeconds | quote }}
 {{- end }}
 {{- if $root.Values.services.gateway.enabled }}
 - name: VIEN_HTTP_ADDR

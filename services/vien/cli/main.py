@@ -28,14 +28,18 @@ def _cmd_serve(ns: argparse.Namespace) -> int:
 
 
 def _cmd_up(ns: argparse.Namespace) -> int:
-    from vien.cli.supervisor import up
+    from vien.cli.supervisor import parse_replicas, up
     from vien.models.setup import ensure_builtin_models
     from vien.runtime.config import Settings
 
+    try:
+        replicas = parse_replicas(ns.replicas)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     ensure_builtin_models(Settings.from_env())
     log_dir = None if ns.log_dir == "-" else Path(ns.log_dir)
     return up(ns.host, ns.base_port, ns.redis_port, ns.kafka_port, not ns.no_redis, log_dir, Path(ns.data_dir),
-              ns.ready_timeout)
+              ns.ready_timeout, replicas)
 
 
 def _cmd_embed(ns: argparse.Namespace) -> int:
@@ -204,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--log-dir", default=str(Path.home() / ".cache" / "vien" / "logs"),
                    help="service logs ('-' = inherit this terminal)")
     u.add_argument("--ready-timeout", type=float, default=180.0)
+    u.add_argument("--replicas", default="", metavar="SERVICE=N[,SERVICE=N...]",
+                   help="run N processes of query-embedder, doc-embedder, router, search or ingest; their callers "
+                        "spread requests over all of them (ingest workers share the consumer group)")
     u.set_defaults(fn=_cmd_up)
 
     e = sub.add_parser("embed", help="embed texts through the router; one JSON object per text")
@@ -258,9 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (results go to bench/RESULTS.md)")
     b.add_argument("what", choices=["query", "langid", "store", "ingest", "search", "http", "tracing",
-                                   "overload"])
+                                   "overload", "replicas"])
     b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
+    b.add_argument("--threads", type=int, default=None,
+                   help="replicas bench: ONNX intra-op threads per replica (default: the profiles file's)")
     b.set_defaults(fn=_cmd_bench)
     return p
 

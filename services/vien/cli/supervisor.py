@@ -6,6 +6,11 @@ Prometheus endpoint, /metrics) and then one `vien ready name=host:port ...` line
 reports healthy (both also go to DATA_DIR/mesh.json, the metrics under "metrics"), restarts a child
 that dies (with back-off), and on SIGINT/SIGTERM stops them all: SIGTERM first, SIGKILL for whatever
 has not exited after a grace period.
+
+`--replicas SERVICE=N,...` runs N processes of a service, each on a port of its own; its callers get
+every address, comma-separated (`VIEN_QUERY_EMBEDDER_ADDR=127.0.0.1:a,127.0.0.1:b`), and spread their
+requests over them (round_robin, vien.runtime.balancing). The ready and metrics lines and mesh.json list
+a replicated service the same way. Each replica is supervised (and restarted) on its own.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ def redis_ready(address: str, timeout: float = 0.5) -> bool:
 
 @dataclass
 class Child:
-    name: str
+    name: str                                       # unique: names its log file (query-embedder-2.log)
     argv: list[str]
     address: str
     ready: Callable[[str], bool]
@@ -99,6 +104,21 @@ class Child:
     on_ready: Callable[[Child], None] | None = None  # run once each time this child becomes ready
     hook_pending: bool = False
     started: bool = False
+    service: str = ""                               # name in the ready line (replicas share it); "" = name
+
+    @property
+    def group(self) -> str:
+        return self.service or self.name
+
+
+def grouped(children: list[Child], attr: str) -> dict[str, str]:
+    """service -> its children's `attr` (address or metrics), comma-separated, in start order."""
+    out: dict[str, list[str]] = {}
+    for c in children:
+        value = getattr(c, attr)
+        if value:
+            out.setdefault(c.group, []).append(value)
+    return {name: ",".join(values) for name, values in out.items()}
 
 
 class Supervisor:
@@ -165,10 +185,10 @@ class Supervisor:
             time.sleep(0.2)
         if self.stopping:
             return False
-        metrics = " ".join(f"{c.name}={c.metrics}" for c in self.children if c.metrics)
+        metrics = " ".join(f"{n}={a}" for n, a in grouped(self.children, "metrics").items())
         if metrics:
             print(f"vien metrics {metrics}", file=self.out, flush=True)
-        line = " ".join(f"{c.name}={c.address}" for c in self.children)
+        line = " ".join(f"{n}={a}" for n, a in grouped(self.children, "address").items())
         print(f"vien ready {line}", file=self.out, flush=True)
         return True
 
@@ -222,20 +242,44 @@ CHILD_NAME = {"gateway": "http"}
 READY_CHECK: dict[str, Callable[[str], bool]] = {"gateway": http_ready}
 
 
-def _create_topics(child: Child) -> None:
+# What `--replicas` may scale: stateless services, and ingest workers (one consumer group). Not the store
+# (one process owns the Qdrant Edge shards) nor the gateway (its one port is what users call).
+REPLICABLE = ("query-embedder", "doc-embedder", "router", "search", "ingest")
+
+
+def parse_replicas(spec: str) -> dict[str, int]:
+    """`query-embedder=2,ingest=2` -> {"query-embedder": 2, "ingest": 2}; ValueError naming the fault."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, sep, count = part.partition("=")
+        if name not in REPLICABLE:
+            raise ValueError(f"--replicas {part!r}: service must be one of {', '.join(REPLICABLE)}")
+        if not sep or not count.strip().isdigit() or not 1 <= int(count) <= 16:
+            raise ValueError(f"--replicas {part!r}: expected {name}=N with 1 <= N <= 16")
+        out[name] = int(count)
+    return out
+
+
+def _create_topics(child: Child, document_partitions: int) -> None:
     import asyncio
 
     from vien.kafka.broker import default_topics, ensure_topics
 
-    asyncio.run(ensure_topics(child.address, default_topics()))
+    asyncio.run(ensure_topics(child.address, default_topics(document_partitions)))
 
 
 def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path,
-                   python: str = sys.executable, metrics_ports: dict[str, int] | None = None) -> list[Child]:
-    from vien.kafka.broker import LocalBroker, find_tansu, kafka_metadata_ok
+                   python: str = sys.executable, metrics_ports: dict[str, int] | None = None,
+                   extra: dict[str, list[tuple[int, int]]] | None = None) -> list[Child]:
+    """`extra`: service -> (port, metrics port) of each replica beyond the first (see replica_ports)."""
+    from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, LocalBroker, find_tansu, kafka_metadata_ok
 
+    extra = extra or {}
     addr = {name: f"{host}:{port}" for name, port in ports.items()}
-    env = {SERVICES[n].env: addr[n] for n in SERVICES}
+    replicas = {n: [(ports[n], (metrics_ports or {}).get(n)), *extra.get(n, [])] for n in SERVICE_ORDER}
+    env = {SERVICES[n].env: ",".join(f"{host}:{p}" for p, _ in replicas[n]) for n in SERVICES}
     env["VIEN_KAFKA_BOOTSTRAP"] = addr["kafka"]
     env["VIEN_KAFKA_LOCAL"] = "1"
     env["VIEN_STORE_BACKEND"] = f"edge:{data_dir / 'store'}"
@@ -257,16 +301,21 @@ def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path
         h, p = address.rsplit(":", 1)
         return kafka_metadata_ok(h, int(p), timeout=0.5)
 
+    # every ingest worker of the group gets partitions of its own (more workers than partitions would idle)
+    partitions = max(DEFAULT_DOCUMENT_PARTITIONS, len(replicas["ingest"]))
     children.append(Child("kafka", broker.argv(), addr["kafka"], kafka_ready, env={"RUST_LOG": "warn"}, stage=0,
-                          on_ready=_create_topics))
+                          on_ready=lambda c: _create_topics(c, partitions)))
     for name in SERVICE_ORDER:
-        argv = [python, "-m", "vien", "serve", name, "--port", str(ports[name]), "--host", host]
-        metrics = ""
-        if metrics_ports and name in metrics_ports:
-            argv += ["--metrics-port", str(metrics_ports[name])]
-            metrics = f"{host}:{metrics_ports[name]}"
-        children.append(Child(CHILD_NAME.get(name, name), argv, addr[name], READY_CHECK.get(name, grpc_serving),
-                              env=dict(env), stage=0 if name == "store" else 1, metrics=metrics))
+        service = CHILD_NAME.get(name, name)
+        for i, (port, metrics_port) in enumerate(replicas[name]):
+            argv = [python, "-m", "vien", "serve", name, "--port", str(port), "--host", host]
+            metrics = ""
+            if metrics_port:
+                argv += ["--metrics-port", str(metrics_port)]
+                metrics = f"{host}:{metrics_port}"
+            children.append(Child(service if i == 0 else f"{service}-{i + 1}", argv, f"{host}:{port}",
+                                  READY_CHECK.get(name, grpc_serving), env=dict(env),
+                                  stage=0 if name == "store" else 1, metrics=metrics, service=service))
     return children
 
 
@@ -285,11 +334,17 @@ def assign_metrics_ports(host: str, base_port: int) -> dict[str, int]:
     return {n: free_port(host) if base_port == 0 else base_port + METRICS_OFFSET + i for i, n in enumerate(PORT_ORDER)}
 
 
+def replica_ports(host: str, replicas: dict[str, int]) -> dict[str, list[tuple[int, int]]]:
+    """Free (port, metrics port) pairs for every replica beyond the first (which keeps the base ports)."""
+    return {n: [(free_port(host), free_port(host)) for _ in range(count - 1)] for n, count in replicas.items()}
+
+
 def up(host: str, base_port: int, redis_port: int, kafka_port: int, redis: bool, log_dir: Path | None,
-       data_dir: Path, ready_timeout: float) -> int:
+       data_dir: Path, ready_timeout: float, replicas: dict[str, int] | None = None) -> int:
     ports = assign_ports(host, base_port, redis_port, kafka_port)
     metrics_ports = assign_metrics_ports(host, base_port)
-    sup = Supervisor(build_children(host, ports, redis, data_dir, metrics_ports=metrics_ports), log_dir)
+    extra = replica_ports(host, replicas or {})
+    sup = Supervisor(build_children(host, ports, redis, data_dir, metrics_ports=metrics_ports, extra=extra), log_dir)
 
     def on_signal(signum: int, frame: object) -> None:
         sup.stopping = True
@@ -305,8 +360,8 @@ def up(host: str, base_port: int, redis_port: int, kafka_port: int, redis: bool,
         else:
             # Other `vien` commands (publish, search, stats) find the running mesh through this file.
             data_dir.mkdir(parents=True, exist_ok=True)
-            mesh: dict[str, object] = {c.name: c.address for c in sup.children}
-            mesh["metrics"] = {c.name: c.metrics for c in sup.children if c.metrics}
+            mesh: dict[str, object] = dict(grouped(sup.children, "address"))
+            mesh["metrics"] = grouped(sup.children, "metrics")
             (data_dir / MESH_FILE).write_text(json.dumps(mesh))
             sup.run_until_stopped()
         return 0

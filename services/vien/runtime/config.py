@@ -330,6 +330,10 @@ class Settings:
     # RESOURCE_EXHAUSTED before any Python runs, the last line of defence when even refusing in Python
     # costs too much (such answers carry no retry-after-ms)
     max_concurrent_rpcs: int = 0
+    # Servers close each client connection (GOAWAY) after this many seconds (0 = never), so that clients
+    # re-resolve dns:/// targets and spread onto replicas added since; RPCs in flight get the grace period.
+    max_connection_age_s: int = 0
+    max_connection_age_grace_s: int = 300
     log_level: str = "INFO"
     # TLS between services (vien.runtime.tls): PEM paths. cert+key alone = TLS servers, clients verify
     # servers against `tls_ca`; tls_client_auth = mTLS (servers demand a client cert signed by `tls_ca`,
@@ -373,7 +377,8 @@ _SETTINGS_ENV = {
     "dlq_topic": "VIEN_DLQ_TOPIC", "ingest_group": "VIEN_INGEST_GROUP", "redis_url": "VIEN_REDIS_URL",
     "max_message_bytes": "VIEN_MAX_MESSAGE_BYTES", "query_max_batch": "VIEN_QUERY_MAX_BATCH",
     "query_max_queue": "VIEN_QUERY_MAX_QUEUE", "query_max_wait_ms": "VIEN_QUERY_MAX_WAIT_MS",
-    "max_concurrent_rpcs": "VIEN_MAX_CONCURRENT_RPCS", "log_level": "VIEN_LOG_LEVEL", "tls_cert": "VIEN_TLS_CERT",
-    "tls_key": "VIEN_TLS_KEY", "tls_ca": "VIEN_TLS_CA", "tls_client_auth": "VIEN_TLS_CLIENT_AUTH",
-    "tls_server_name": "VIEN_TLS_SERVER_NAME",
+    "max_concurrent_rpcs": "VIEN_MAX_CONCURRENT_RPCS", "max_connection_age_s": "VIEN_MAX_CONNECTION_AGE_S",
+    "max_connection_age_grace_s": "VIEN_MAX_CONNECTION_AGE_GRACE_S", "log_level": "VIEN_LOG_LEVEL",
+    "tls_cert": "VIEN_TLS_CERT", "tls_key": "VIEN_TLS_KEY", "tls_ca": "VIEN_TLS_CA",
+    "tls_client_auth": "VIEN_TLS_CLIENT_AUTH", "tls_server_name": "VIEN_TLS_SERVER_NAME",
 }

@@ -112,6 +112,10 @@ VARS: dict[str, Var] = {v.name: v for v in (
         "queueing delay is longer; 0 = off (docs/reliability.md)", lo=0, hi=60_000),
     Var("VIEN_MAX_CONCURRENT_RPCS", "int", 0, "gRPC core's cap on RPCs in progress per server; 0 = off",
         lo=0, hi=1_000_000),
+    Var("VIEN_MAX_CONNECTION_AGE_S", "int", 0, "servers close a client connection after this many seconds so "
+        "clients re-resolve and reach new replicas; 0 = never (docs/deploy.md, scaling out)", lo=0, hi=86_400),
+    Var("VIEN_MAX_CONNECTION_AGE_GRACE_S", "int", 300, "grace for calls in flight on a connection closed for "
+        "its age", lo=0, hi=86_400),
     Var("VIEN_MAX_MESSAGE_BYTES", "int", 16 * 1024 * 1024, "gRPC message size limit on every server and client",
         lo=1024, hi=2**31 - 1, default_doc="16 MiB"),
     Var("VIEN_METRICS_PORT", "int", None, "port of a service's Prometheus `/metrics`", lo=1, hi=65535,

@@ -1,4 +1,5 @@
-"""Client channels between services: tracing interceptors, size limits, keepalive, deadlines, TLS."""
+"""Client channels between services: tracing interceptors, size limits, keepalive, deadlines, TLS, and
+(through vien.runtime.tls) round_robin over every replica with retries of idempotent RPCs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ def channel_options(settings: Settings) -> list[tuple[str, int | str]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.enable_retries", 1),
     ]
 
 

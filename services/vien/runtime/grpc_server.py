@@ -160,11 +160,29 @@ async def _authenticate(keys: ApiKeys | None, context: grpc.aio.ServicerContext,
     set_caller(Caller(tenant, authorization or ""))
 
 
+class StartGate:
+    """Closed until the app's start() returned. The port is bound (and connectable) before that, and a
+    round_robin client sends requests to every replica it can connect to: until then they are answered
+    UNAVAILABLE, which callers retry on another replica (vien.runtime.balancing)."""
+
+    def __init__(self, is_open: bool = False) -> None:
+        self.is_open = is_open
+
+    async def check(self, service: str, context: grpc.aio.ServicerContext, timer: _RpcTimer) -> None:
+        if not self.is_open:
+            timer.code = "UNAVAILABLE"
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{service} is starting")
+
+
+_OPEN = StartGate(True)
+
+
 def _wrap_unary(fn: Callable[..., Awaitable[Any]], service: str, method: str, keys: ApiKeys | None = None,
-                full_method: str = "") -> Callable[..., Awaitable[Any]]:
+                full_method: str = "", gate: StartGate = _OPEN) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         timer = _RpcTimer(service, method)
         try:
+            await gate.check(service, context, timer)
             try:
                 await _authenticate(keys, context, full_method)
             except grpc.aio.AbortError:
@@ -191,7 +209,7 @@ def _wrap_unary(fn: Callable[..., Awaitable[Any]], service: str, method: str, ke
 
 
 def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: str, keys: ApiKeys | None = None,
-                 full_method: str = "") -> Callable[..., AsyncIterator[Any]]:
+                 full_method: str = "", gate: StartGate = _OPEN) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         timer = _RpcTimer(service, method)
 
@@ -203,6 +221,7 @@ def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: st
                 yield req
 
         try:
+            await gate.check(service, context, timer)
             await _authenticate(keys, context, full_method)
             async for resp in fn(checked(), context):
                 yield resp
@@ -222,8 +241,8 @@ def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: st
     return handler
 
 
-def _method_handler(method: MethodDescriptor, impl: object, service: str, keys: ApiKeys | None = None
-                    ) -> grpc.RpcMethodHandler:
+def _method_handler(method: MethodDescriptor, impl: object, service: str, keys: ApiKeys | None = None,
+                    gate: StartGate = _OPEN) -> grpc.RpcMethodHandler:
     req_cls = message_factory.GetMessageClass(method.input_type)
     resp_cls = message_factory.GetMessageClass(method.output_type)
     fn = getattr(impl, method.name)
@@ -231,29 +250,33 @@ def _method_handler(method: MethodDescriptor, impl: object, service: str, keys: 
     ser = resp_cls.SerializeToString
     if method.client_streaming and method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(fn, service, method.name, keys, method.full_name), deser, ser)
+            _wrap_stream(fn, service, method.name, keys, method.full_name, gate), deser, ser)
     if method.client_streaming or method.server_streaming:
         raise NotImplementedError(f"{method.full_name}: half-streaming methods are not used by vien")
     return grpc.unary_unary_rpc_method_handler(
-        _wrap_unary(fn, service, method.name, keys, method.full_name), deser, ser)
+        _wrap_unary(fn, service, method.name, keys, method.full_name, gate), deser, ser)
 
 
 def add_service(server: grpc.aio.Server, service: ServiceDescriptor, impl: object, app_name: str = "",
-                keys: ApiKeys | None = None) -> None:
+                keys: ApiKeys | None = None, gate: StartGate = _OPEN) -> None:
     """Register `impl` for `service`; its RPCs are timed as vien_rpc_latency_seconds{service=app_name} and,
-    on an edge, checked against `keys`."""
-    handlers = {m.name: _method_handler(m, impl, app_name or service.name, keys) for m in service.methods}
+    on an edge, checked against `keys`; they are answered UNAVAILABLE while `gate` is closed."""
+    handlers = {m.name: _method_handler(m, impl, app_name or service.name, keys, gate) for m in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
-    return [
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_connection_age_s > 0:  # clients reconnect and re-resolve: new replicas get their share
+        options += [("grpc.max_connection_age_ms", settings.max_connection_age_s * 1000),
+                    ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_s * 1000)]
+    return options
 
 
 def edge_keys(app: GrpcApp, settings: Settings) -> ApiKeys | None:
@@ -279,8 +302,9 @@ async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []
+    gate = StartGate()
     for desc, impl in app.services():
-        add_service(server, desc, impl, app.name, keys)
+        add_service(server, desc, impl, app.name, keys, gate)
         names.append(desc.full_name)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
@@ -303,6 +327,7 @@ async def run_app(app: GrpcApp, settings: Settings, port: int, host: str | None 
             loop.add_signal_handler(sig, stop.set)
     try:
         await app.start(reporter)
+        gate.is_open = True
         if not stop.is_set() and reporter.held_down is None:
             await reporter.set(True)
         if ready is not None:

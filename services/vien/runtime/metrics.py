@@ -65,6 +65,9 @@ CONSUMER_LAG = Gauge(
     "vien_consumer_lag", "Records in the partition not yet consumed by the ingest group (high watermark - position)",
     ["topic", "partition"],
 )
+ASSIGNED_PARTITIONS = Gauge(
+    "vien_ingest_assigned_partitions", "Partitions of the documents topic this ingest worker owns in its group",
+)
 DLQ_EVENTS = Counter("vien_dlq_events_total", "Events sent to the dead-letter topic, by reason code", ["code"])
 
 

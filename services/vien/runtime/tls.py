@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from vien.runtime.balancing import balancing_options, channel_target
 from vien.runtime.config import ConfigError, Settings
 
 
@@ -80,17 +81,19 @@ def channel_tls_options(settings: Settings) -> list[tuple[str, Any]]:
 
 def aio_channel_for(address: str, settings: Settings, options: list[tuple[str, Any]],
                     interceptors: Any = None) -> grpc.aio.Channel:
+    """An asyncio channel; `address` may list replicas or be dns:///... (vien.runtime.balancing)."""
     creds = channel_credentials(settings)
+    target, options = channel_target(address), [*options, *balancing_options()]
     if creds is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(address, creds, options=[*options, *channel_tls_options(settings)],
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, creds, options=[*options, *channel_tls_options(settings)],
                                    interceptors=interceptors)
 
 
 def channel_for(address: str, settings: Settings, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
     """A blocking channel (CLI, health probes, the remote store) that follows the TLS settings."""
     creds = channel_credentials(settings)
-    options = list(options or [])
+    target, options = channel_target(address), [*(options or []), *balancing_options()]
     if creds is None:
-        return grpc.insecure_channel(address, options=options)
-    return grpc.secure_channel(address, creds, options=[*options, *channel_tls_options(settings)])
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, creds, options=[*options, *channel_tls_options(settings)])
