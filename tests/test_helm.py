@@ -1064,7 +1064,7 @@ def _probe_kind(p: dict) -> str:
 
 SHARED_ENV = re.compile(r"^(VIEN_HOST|VIEN_CONFIG|VIEN_MODELS_DIR|HOME|VIEN_[A-Z_]+_ADDR|VIEN_METRICS_PORT|"
                         r"OTEL_EXPORTER_OTLP_ENDPOINT|OTEL_EXPORTER_OTLP_INSECURE|VIEN_LOG_LEVEL|"
-                        r"VIEN_MAX_MESSAGE_BYTES)$")
+                        r"VIEN_MAX_MESSAGE_BYTES|VIEN_MAX_CONNECTION_AGE_S|VIEN_MAX_CONNECTION_AGE_GRACE_S)$")
 
 
 def test_documented_probes_ports_and_env_match_the_rendered_pods():
@@ -1082,5 +1082,6 @@ def test_documented_probes_ports_and_env_match_the_rendered_pods():
                     if name != "vllm"}
     assert documented == rendered_env
     text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
-    for shared in ("VIEN_HOST", "VIEN_CONFIG", "VIEN_MODELS_DIR", "VIEN_METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+    for shared in ("VIEN_HOST", "VIEN_CONFIG", "VIEN_MODELS_DIR", "VIEN_METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                   "VIEN_MAX_CONNECTION_AGE_S", "VIEN_MAX_CONNECTION_AGE_GRACE_S"):
         assert all(shared in env_of(c) for n, c in pods.items() if n != "vllm") and f"`{shared}`" in text
