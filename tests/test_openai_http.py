@@ -169,7 +169,7 @@ BAD = [
     ({"model": ALIAS, "input": "word " * 700}, 400, "input", "context_length_exceeded"),
     ({"model": ALIAS, "input": ["ok", "word " * 700]}, 400, "input[1]", "context_length_exceeded"),
     ({"model": ALIAS, "input": "x" * 100001}, 400, "input", "invalid_value"),
-    ({"model": ALIAS, "input": ["q"] * 257}, 400, "input", "invalid_value"),
+    ({"model": ALIAS, "input": ["q"] * 2049}, 400, "input", "invalid_value"),
     ({"model": ALIAS, "input": ""}, 400, "input", "invalid_value"),
     ({"model": ALIAS, "input": "   "}, 400, "input", "invalid_value"),
     ({"model": ALIAS, "input": []}, 400, "input", "invalid_value"),
@@ -179,12 +179,16 @@ BAD = [
     ({"model": ALIAS, "input": 123}, 400, "input", "invalid_type"),
     ({"model": ALIAS, "input": {"text": "x"}}, 400, "input", "invalid_type"),
     ({"model": ALIAS, "input": ["ok", 5]}, 400, "input[1]", "invalid_type"),
-    ({"model": ALIAS, "input": [1, 2, 3]}, 400, "input", "unsupported_input"),
-    ({"model": ALIAS, "input": [[1, 2], [3]]}, 400, "input", "unsupported_input"),
+    ({"model": ALIAS, "input": [[1, 2], []]}, 400, "input[1]", "invalid_value"),
+    ({"model": ALIAS, "input": [[1, -2]]}, 400, "input[0]", "invalid_type"),
+    ({"model": ALIAS, "input": [[1, 2], "text"]}, 400, "input[1]", "invalid_value"),
+    ({"model": ALIAS, "input": [[7] * 8193]}, 400, "input[0]", "context_length_exceeded"),
+    ({"model": ALIAS, "input": [[7] * 8000] * 38}, 400, "input", "context_length_exceeded"),
     ({"model": ALIAS, "input": "x", "encoding_format": "hex"}, 400, "encoding_format", "invalid_value"),
     ({"model": ALIAS, "input": "x", "user": 5}, 400, "user", "invalid_type"),
     ({"model": ALIAS, "input": "x", "vien_kind": "passage"}, 400, "vien_kind", "invalid_value"),
     ({"model": ALIAS, "input": "x", "vien_truncate": "yes"}, 400, "vien_truncate", "invalid_type"),
+    ({"model": ALIAS, "input": "x", "vien_sparse": 1}, 400, "vien_sparse", "invalid_type"),
     ({"model": ALIAS, "input": "x", "temperature": 1}, 400, "temperature", "unknown_parameter"),
     (["not", "an", "object"], 400, None, "invalid_type"),
 ]
@@ -215,8 +219,8 @@ def test_transport_level_errors(http_addr: str) -> None:
 
 def test_sdk_raises_typed_errors(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.embeddings.create(model=ALIAS, input=[[101, 102]])
-    assert err.value.status_code == 400 and err.value.body["param"] == "input"
+        client.embeddings.create(model=ALIAS, input=[[101, 102], []])
+    assert err.value.status_code == 400 and err.value.body["param"] == "input[1]"
     with pytest.raises(openai.BadRequestError) as err:
         client.embeddings.create(model=ALIAS, input="x", dimensions=10)
     assert "allowed 128..384" in err.value.body["message"]
@@ -328,3 +332,111 @@ def test_keys_timeouts_and_config_validation() -> None:
         ApiKeys.load(keyed, {})
     call = parse_embeddings_request({"model": ALIAS, "input": "x", "dimensions": 384}, cfg)
     assert call.profile == "e5-small" and call.strict and call.single and call.kind == "query"
+
+
+# ---- conformance: every answer against the schemas of OpenAI's own OpenAPI description -------------------
+# tests/data/openai_openapi/embeddings.json: an extract of openai/openai-openapi (MIT, commit noted in it).
+# OpenAI's description models `embedding` as an array of floats only; for encoding_format=base64 (a string
+# that the SDKs decode) the same schema is used with that one property swapped for a base64 string.
+
+OPENAPI = json.loads((Path(__file__).parent / "data" / "openai_openapi" / "embeddings.json").read_text())
+
+
+def _conforms(instance: Any, name: str, base64_embedding: bool = False) -> None:
+    import copy
+
+    import jsonschema
+
+    root = copy.deepcopy(OPENAPI)
+    if base64_embedding:
+        root["components"]["schemas"]["Embedding"]["properties"]["embedding"] = {
+            "type": "string", "contentEncoding": "base64"}
+    jsonschema.Draft202012Validator({**root, "$ref": f"#/components/schemas/{name}"},
+                                    format_checker=jsonschema.FormatChecker()).validate(instance)
+
+
+def test_the_schema_extract_is_what_it_says() -> None:
+    assert OPENAPI["_commit"] == "f85dbe223d40e1a31cba812ab2d755c7e98a92a3" and "MIT" in OPENAPI["_license"]
+    assert (Path(__file__).parent / "data" / "openai_openapi" / "LICENSE").read_text().startswith("The MIT License")
+    import jsonschema
+    with pytest.raises(jsonschema.ValidationError):  # the extract does reject what OpenAI would not send
+        _conforms({"object": "list", "data": [{"object": "embedding", "index": 0}], "model": "m",
+                   "usage": {"prompt_tokens": 1, "total_tokens": 1}}, "CreateEmbeddingResponse")
+    with pytest.raises(jsonschema.ValidationError):
+        _conforms({"error": {"message": "m", "type": "t", "param": None}}, "ErrorResponse")
+
+
+@pytest.mark.parametrize("dims", [None, 256])
+@pytest.mark.parametrize("fmt", ["float", "base64"])
+def test_embeddings_answers_conform_to_openai_schema(http_addr: str, fmt: str, dims: int | None) -> None:
+    body: dict[str, Any] = {"model": ALIAS, "input": TEXTS, "encoding_format": fmt}
+    if dims:
+        body["dimensions"] = dims
+    _conforms(body, "CreateEmbeddingRequest")  # what we send is a request OpenAI accepts
+    status, headers, answer = _raw(http_addr, "POST", "/v1/embeddings", body)
+    assert status == 200 and headers["content-type"] == "application/json"
+    _conforms(answer, "CreateEmbeddingResponse", base64_embedding=fmt == "base64")
+    import base64
+    for i, d in enumerate(answer["data"]):
+        n = len(d["embedding"]) if fmt == "float" else len(base64.b64decode(d["embedding"])) // 4
+        assert d["index"] == i and n == (dims or 384)
+
+
+def test_models_answers_conform_to_openai_schema(http_addr: str) -> None:
+    status, _, answer = _raw(http_addr, "GET", "/v1/models")
+    assert status == 200
+    _conforms(answer, "ListModelsResponse")
+    ids = {m["id"] for m in answer["data"]}
+    assert {"text-embedding-3-small", "text-embedding-3-small-document", "e5-small"} <= ids
+    status, _, answer = _raw(http_addr, "GET", f"/v1/models/{ALIAS}")
+    assert status == 200
+    _conforms(answer, "Model")
+
+
+ERRORS = [  # (method, path, body, headers, status): one of each error class the gateway answers over HTTP
+    ("POST", "/v1/embeddings", {"model": ALIAS, "input": ""}, {}, 400),
+    ("POST", "/v1/embeddings", {"model": ALIAS, "input": "word " * 700}, {}, 400),
+    ("POST", "/v1/embeddings", {"model": ALIAS, "input": [[1, 2], []]}, {}, 400),
+    ("POST", "/v1/embeddings", {"model": "gpt-nope", "input": "x"}, {}, 404),
+    ("GET", "/v1/models/gpt-nope", None, {}, 404),
+    ("GET", "/v2/nothing", None, {}, 404),
+    ("GET", "/v1/embeddings", None, {}, 405),
+    ("POST", "/v1/embeddings", {"model": ALIAS, "input": "hết giờ 2"}, {"x-request-timeout": "0.00001"}, 504),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "status"), ERRORS,
+                         ids=[f"{e[4]}-{i}" for i, e in enumerate(ERRORS)])
+def test_error_answers_conform_to_openai_schema(http_addr: str, method: str, path: str, body: Any,
+                                                headers: dict[str, str], status: int) -> None:
+    got, _, answer = _raw(http_addr, method, path, body, headers)
+    assert got == status, answer
+    _conforms(answer, "ErrorResponse")
+
+
+def test_unparsable_and_oversized_bodies_conform(http_addr: str) -> None:
+    got, _, answer = _raw(http_addr, "POST", "/v1/embeddings", raw_body=b'{"model": ')
+    assert got == 400
+    _conforms(answer, "ErrorResponse")
+    big = b'{"model": "text-embedding-3-small", "input": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    got, _, answer = _raw(http_addr, "POST", "/v1/embeddings", raw_body=big)
+    assert got == 413 and "VIEN_MAX_MESSAGE_BYTES" in answer["error"]["message"]
+    _conforms(answer, "ErrorResponse")
+
+
+def test_keyed_and_router_status_errors_conform(keyed_gateway: tuple[str, Path]) -> None:
+    address, _ = keyed_gateway
+    for headers in ({}, {"Authorization": "Bearer sk-wrong"}):
+        got, _, answer = _raw(address, "POST", "/v1/embeddings", {"model": ALIAS, "input": "x"}, headers)
+        assert got == 401
+        _conforms(answer, "ErrorResponse")
+    got, _, answer = _raw(address, "POST", "/v1/embeddings",
+                          {"model": ALIAS, "input": "x", "encoding_format": "base64"},
+                          {"Authorization": "Bearer sk-acme-123"})
+    assert got == 400 and answer["error"]["code"] == "unsupported_encoding_format"
+    _conforms(answer, "ErrorResponse")
+    # every router status the gateway maps (429, 5xx) has the same shape; these need a failing router, so
+    # they are checked on the mapping itself
+    for code in ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "FAILED_PRECONDITION", "CANCELLED", "DEADLINE_EXCEEDED",
+                 "INTERNAL", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT"):
+        _conforms(error_from_status(code, "texts[2]: details").body(), "ErrorResponse")

@@ -209,6 +209,16 @@ class OpenAIConfig(_Strict):
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     # Profiles answered with float arrays only: encoding_format=base64 is refused for them.
     float_only: list[str] = Field(default_factory=list)
+    # Model names that embed as documents unless the request says otherwise (`vien_kind`), e.g.
+    # text-embedding-3-small-document: e5-small. Names in `aliases` (and profile names) embed as queries.
+    document_aliases: dict[str, str] = Field(default_factory=dict)
+    # Inputs per POST /v1/embeddings (OpenAI's limit: 2048); split into router-sized requests
+    # (limits.max_texts_per_request) inside, order kept.
+    max_inputs: int = Field(default=2048, ge=1, le=100000)
+    # Token-id arrays (`input: [[1, 2, ...]]`, LangChain's default) are decoded with a tiktoken encoding:
+    # the one named here for the request's model, else tiktoken's own model -> encoding map, else
+    # cl100k_base (exactly what LangChain and LlamaIndex pick for the same model name).
+    token_encodings: dict[str, str] = Field(default_factory=dict)
 
 
 class AuthConfig(_Strict):
@@ -251,6 +261,12 @@ class VienConfig(_Strict):
                 raise ValueError(f"openai.aliases.{alias}: unknown profile {prof!r} (known: {sorted(self.profiles)})")
             if alias in self.profiles and alias != prof:
                 raise ValueError(f"openai.aliases.{alias}: a profile has this name; an alias must not shadow it")
+        for alias, prof in self.openai.document_aliases.items():
+            if prof not in self.profiles:
+                raise ValueError(f"openai.document_aliases.{alias}: unknown profile {prof!r} "
+                                 f"(known: {sorted(self.profiles)})")
+            if alias in self.profiles or alias in self.openai.aliases:
+                raise ValueError(f"openai.document_aliases.{alias}: already a profile or an alias (openai.aliases)")
         for i, prof in enumerate(self.openai.float_only):
             if prof not in self.profiles:
                 raise ValueError(f"openai.float_only[{i}]: unknown profile {prof!r} (known: {sorted(self.profiles)})")
