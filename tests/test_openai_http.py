@@ -27,10 +27,13 @@ from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 from vien_gateway.logic import (
     ApiError,
     authenticate,
+    client_timeout,
     error_from_status,
     parse_embeddings_request,
     request_timeout,
+    router_batches,
 )
+from vien_gateway.token_arrays import TokenArrayError, TokenEncodings, decode, encoding_name
 
 ALIAS = "text-embedding-3-small"
 TEXTS = ["giá vé máy bay đi Đà Nẵng", "gia ve may bay di da nang", "cheap flights to Da Nang"]
@@ -440,3 +443,67 @@ def test_keyed_and_router_status_errors_conform(keyed_gateway: tuple[str, Path])
     for code in ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "FAILED_PRECONDITION", "CANCELLED", "DEADLINE_EXCEEDED",
                  "INTERNAL", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT"):
         _conforms(error_from_status(code, "texts[2]: details").body(), "ErrorResponse")
+
+
+def test_batches_kinds_timeouts_and_token_array_logic() -> None:
+    cfg = load_config()
+    assert router_batches(2048, 256)[-1] == range(1792, 2048) and len(router_batches(2048, 256)) == 8
+    assert router_batches(300, 256) == [range(0, 256), range(256, 300)]
+    e = error_from_status("INVALID_ARGUMENT", "texts[34]: 704 tokens exceeds the limit of 512 tokens", offset=256)
+    assert e.param == "input[290]" and e.message.startswith("input[290]: 704 tokens")
+    assert error_from_status("INVALID_ARGUMENT", "texts[0]: x", single_input=True, offset=0).param == "input"
+    assert error_from_status("INVALID_ARGUMENT", "sparse: no lexical").param == "vien_sparse"
+    doc = parse_embeddings_request({"model": "text-embedding-3-small-document", "input": "x"}, cfg)
+    assert doc.kind == "document" and doc.profile == "e5-small"
+    assert parse_embeddings_request({"model": "text-embedding-3-small-document", "input": "x",
+                                     "vien_kind": "query"}, cfg).kind == "query"
+    arrays = parse_embeddings_request({"model": ALIAS, "input": [5, 6, 7]}, cfg)
+    assert arrays.token_arrays == [[5, 6, 7]] and arrays.single and arrays.texts == []
+    assert client_timeout("600") == 600.0 and client_timeout("x") is None and request_timeout("600", 45.0) == 45.0
+    # which encoding: config first, then tiktoken's model map, then cl100k_base (LangChain's rule)
+    assert encoding_name(cfg, ALIAS) == "cl100k_base" and encoding_name(cfg, "e5-small") == "cl100k_base"
+    assert encoding_name(cfg, "gpt-4o") == "o200k_base"
+    custom = cfg.model_copy(update={"openai": cfg.openai.model_copy(update={"token_encodings": {ALIAS: "r50k_base"}})})
+    assert encoding_name(custom, ALIAS) == "r50k_base"
+    with pytest.raises(ValueError, match=r"openai\.document_aliases\.e5-small"):
+        raw = yaml.safe_load(default_config_path().read_text())
+        VienConfig.model_validate({**raw, "openai": {"document_aliases": {"e5-small": "e5-small"}}})
+
+    from tiktoken_fixtures import local_encoding
+
+    enc = local_encoding("vien_test_bpe")
+    text = "Đà Nẵng 😀 flights"
+    ids = enc.encode_ordinary(text)
+    assert decode(enc, [ids]) == [text]
+    assert decode(enc, [enc.encode_ordinary("😀")[:1]]) == ["\ufffd"]  # a cut UTF-8 character
+    with pytest.raises(TokenArrayError, match=r"input\[0\]\[1\]: token id 99999 is not in"):
+        decode(enc, [[5, 99999]])
+
+    import asyncio
+    encodings = TokenEncodings()
+    with pytest.raises(TokenArrayError) as err:
+        asyncio.run(encodings.decode("no_such_encoding", [[1]]))
+    assert err.value.code == "token_encoding_unavailable" and "'no_such_encoding'" in err.value.message
+    assert "check_embedding_ctx_length=False" in err.value.message
+
+
+def test_router_refuses_sparse_for_a_profile_without_lexical_vectors() -> None:
+    import asyncio
+
+    from vien.runtime.errors import InvalidArgument
+    from vien_router.logic import Router
+
+    cfg = load_config()
+    off = cfg.model_copy(update={"profiles": {n: p.model_copy(update={"lexical": p.lexical.model_copy(
+        update={"enabled": False})}) for n, p in cfg.profiles.items()}})
+
+    class NeverCalled:  # the check comes before any embedder is asked
+        async def encode(self, *a: Any, **kw: Any) -> Any:
+            raise AssertionError("embedder called")
+
+    router = Router(off, NeverCalled(), NeverCalled(), detect=lambda t: ("vi", 1.0))
+    with pytest.raises(InvalidArgument) as err:
+        asyncio.run(router.embed(["xin chào"], sparse=True))
+    assert err.value.field == "sparse" and "lexical.enabled is false" in err.value.message
+    e = error_from_status("INVALID_ARGUMENT", f"sparse: {err.value.message}")
+    assert e.param == "vien_sparse" and e.status == 400

@@ -33,6 +33,7 @@ from vien_gateway.logic import (
     EmbedCall,
     Sparse,
     authenticate,
+    client_timeout,
     embeddings_response,
     error_from_status,
     model_object,
@@ -204,7 +205,11 @@ class GatewayApp:
             except TokenArrayError as exc:
                 raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
             call = with_texts(call, texts, self.config)
-        timeout = request_timeout(_header(scope, b"x-stainless-read-timeout") or _header(scope, b"x-request-timeout"))
+        header = _header(scope, b"x-stainless-read-timeout") or _header(scope, b"x-request-timeout")
+        total = client_timeout(header)
+        deadline = None if total is None else time.monotonic() + total
+        per_call = request_timeout(header, self.settings.http_timeout_s)
+        timeout = (per_call, deadline)
         # The caller's own key goes on to the router, an edge that checks it too (same key set). gRPC
         # metadata is printable ASCII only: anything else cannot be a key the router knows.
         forward = authorization is not None and authorization.isascii() and authorization.isprintable()
@@ -220,7 +225,8 @@ class GatewayApp:
             propagate.inject(out)  # traceparent for the router's server interceptor
             return await self._embed_batches(call, timeout, metadata + list(out.items()))
 
-    async def _embed_batches(self, call: EmbedCall, timeout: float, metadata: list[tuple[str, str]]) -> bytes:
+    async def _embed_batches(self, call: EmbedCall, timeout: tuple[float, float | None],
+                             metadata: list[tuple[str, str]]) -> bytes:
         """Up to `openai.max_inputs` texts as router-sized requests (limits.max_texts_per_request), at most
         BATCHES_IN_FLIGHT at a time; answers in input order with one usage total."""
         batches = router_batches(len(call.texts), self.config.limits.max_texts_per_request)
@@ -247,8 +253,11 @@ class GatewayApp:
                 t.cancel()
         return embeddings_response(call.model, vectors, tokens, call.encoding_format, sparse)
 
-    async def _embed_once(self, call: EmbedCall, positions: range, timeout: float,
+    async def _embed_once(self, call: EmbedCall, positions: range, timeout: tuple[float, float | None],
                           metadata: list[tuple[str, str]]) -> router_pb2.EmbedResponse:
+        # each router call: at most VIEN_HTTP_TIMEOUT_S, and never past the client's deadline for the request
+        per_call, deadline = timeout
+        wait = per_call if deadline is None else max(0.0, min(per_call, deadline - time.monotonic()))
         req = router_pb2.EmbedRequest(texts=call.texts[positions.start:positions.stop], kind=_KIND[call.kind],
                                       profile=call.profile, dimensions=call.dimensions, strict=call.strict,
                                       sparse=call.sparse)
@@ -256,7 +265,7 @@ class GatewayApp:
         t0 = time.perf_counter()
         code = "OK"  # the router's status, for vien_rpc_latency_seconds{service="gateway"}
         try:
-            return await self.stub.Embed(req, timeout=timeout, metadata=metadata or None)
+            return await self.stub.Embed(req, timeout=wait, metadata=metadata or None)
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
             retry_ms = None

@@ -216,8 +216,8 @@ def parse_embeddings_request(body: Any, config: VienConfig) -> EmbedCall:
         raise _bad("vien_sparse", f"vien_sparse: model {model!r} (profile {profile!r}) has no lexical vectors "
                                   "(lexical.enabled is false)")
     raw = body.get("input")
-    single = isinstance(raw, str) or (token_arrays is not None and len(token_arrays) == 1
-                                      and not isinstance(raw[0], list))
+    single = isinstance(raw, str) or (token_arrays is not None and isinstance(raw, list)
+                                      and len(token_arrays) == 1 and not isinstance(raw[0], list))
     return EmbedCall(model, profile, texts, dims, fmt, kind, strict=not truncate, user=user, single=single,
                      token_arrays=token_arrays, sparse=bool(sparse))
 
@@ -322,13 +322,19 @@ def authenticate(keys: ApiKeys, authorization: str | None) -> str:
         raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key") from None
 
 
-def request_timeout(header: str | None, default: float = DEFAULT_TIMEOUT_S) -> float:
-    """The client's own timeout (the openai SDK sends x-stainless-read-timeout), capped at `default`."""
+def client_timeout(header: str | None) -> float | None:
+    """The client's own timeout for the whole request (the openai SDK sends x-stainless-read-timeout)."""
     if header:
         try:
             t = float(header)
         except ValueError:
-            return default
+            return None
         if t > 0 and math.isfinite(t):
-            return min(t, default)
-    return default
+            return t
+    return None
+
+
+def request_timeout(header: str | None, default: float = DEFAULT_TIMEOUT_S) -> float:
+    """The wait for one router call: the client's own timeout, capped at `default` (VIEN_HTTP_TIMEOUT_S)."""
+    t = client_timeout(header)
+    return default if t is None else min(t, default)

@@ -6,6 +6,7 @@ ingest agree on what a profile means. A bad file fails fast with one message nam
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -310,6 +311,19 @@ def load_config(path: str | Path | None = None) -> VienConfig:
         raise ConfigError(_format_validation_error(p, exc)) from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"environment {name}={raw!r}: expected a number of seconds") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"environment {name}={raw!r}: must be a positive number of seconds")
+    return value
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -366,6 +380,10 @@ class Settings:
     # RESOURCE_EXHAUSTED before any Python runs, the last line of defence when even refusing in Python
     # costs too much (such answers carry no retry-after-ms)
     max_concurrent_rpcs: int = 0
+    # The HTTP gateway waits at most this long for one router call (and never longer than the client's own
+    # timeout for the whole request); a request of more than limits.max_texts_per_request inputs is
+    # several router calls, each with this limit.
+    http_timeout_s: float = 30.0
     log_level: str = "INFO"
     # TLS between services (vien.runtime.tls): PEM paths. cert+key alone = TLS servers, clients verify
     # servers against `tls_ca`; tls_client_auth = mTLS (servers demand a client cert signed by `tls_ca`,
@@ -402,6 +420,7 @@ class Settings:
             query_max_queue=_env_int("VIEN_QUERY_MAX_QUEUE", d.query_max_queue),
             query_max_wait_ms=_env_int("VIEN_QUERY_MAX_WAIT_MS", d.query_max_wait_ms),
             max_concurrent_rpcs=_env_int("VIEN_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
+            http_timeout_s=_env_float("VIEN_HTTP_TIMEOUT_S", d.http_timeout_s),
             log_level=env.get("VIEN_LOG_LEVEL", d.log_level),
             tls_cert=_env_path("VIEN_TLS_CERT"),
             tls_key=_env_path("VIEN_TLS_KEY"),
