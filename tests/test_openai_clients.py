@@ -12,9 +12,6 @@ that has no way to load it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +24,10 @@ import openai
 import pytest
 import uvicorn
 from openai import OpenAI
+from openai_fixtures import gateway_process
 from tiktoken_fixtures import local_encoding, registered
 
-from vien.cli.supervisor import free_port, http_ready
+from vien.cli.supervisor import free_port
 from vien.lexical import LexicalEncoder
 from vien.runtime.auth import ApiKeys
 from vien.runtime.config import Settings, load_config
@@ -103,23 +101,11 @@ def offline_gateway(mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """A gateway process that cannot load cl100k_base: an empty tiktoken cache and no route out (its
     HTTP(S) proxy is a closed loopback port), as on a machine without network."""
     tmp = tmp_path_factory.mktemp("offline-gateway")
-    port = free_port()
-    env = {**os.environ, "VIEN_ROUTER_ADDR": mesh.router, "VIEN_TRACING": "0",
-           "TIKTOKEN_CACHE_DIR": str(tmp / "tiktoken-cache"), "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}",
-           "HTTP_PROXY": f"http://127.0.0.1:{free_port()}", "NO_PROXY": "127.0.0.1,localhost"}
-    with open(tmp / "gateway.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "vien", "serve", "gateway", "--port", str(port)], env=env,
-                                stdout=log, stderr=log)
-        address = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not http_ready(address):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"gateway did not start: {(tmp / 'gateway.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+    env = {"VIEN_ROUTER_ADDR": mesh.router, "TIKTOKEN_CACHE_DIR": str(tmp / "tiktoken-cache"),
+           "HTTPS_PROXY": f"http://127.0.0.1:{free_port()}", "HTTP_PROXY": f"http://127.0.0.1:{free_port()}",
+           "NO_PROXY": "127.0.0.1,localhost"}
+    with gateway_process(env, tmp / "gateway.log") as address:
         yield address
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0
 
 
 # ---- LangChain ---------------------------------------------------------------------------------------------

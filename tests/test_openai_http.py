@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +15,8 @@ import openai
 import pytest
 import yaml
 from openai import OpenAI
+from openai_fixtures import gateway_process
 
-from vien.cli.supervisor import free_port, http_ready
 from vien.runtime.auth import ApiKeys, parse_api_keys
 from vien.runtime.config import ConfigError, VienConfig, default_config_path, load_config
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
@@ -241,23 +237,10 @@ def keyed_gateway(mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     cfg["openai"] = {"aliases": {ALIAS: "e5-small"}, "float_only": ["e5-small"],
                      "api_keys": [{"tenant": "acme", "key_env": "TEST_ACME_KEY"}]}
     (tmp / "profiles.yaml").write_text(yaml.safe_dump(cfg))
-    port = free_port()
-    env = {**os.environ, "VIEN_CONFIG": str(tmp / "profiles.yaml"), "VIEN_ROUTER_ADDR": mesh.router,
-           "TEST_ACME_KEY": "sk-acme-123", "VIEN_API_KEYS": "beta:sk-beta-456", "VIEN_TRACING": "0"}
-    log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "vien", "serve", "gateway", "--port", str(port)], env=env,
-                            stdout=log, stderr=log)
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while not http_ready(address):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"keyed gateway did not start: {(tmp / 'gateway.log').read_text()[-2000:]}")
-        time.sleep(0.1)
-    yield address, tmp / "gateway.log"
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
-    log.close()
+    env = {"VIEN_CONFIG": str(tmp / "profiles.yaml"), "VIEN_ROUTER_ADDR": mesh.router,
+           "TEST_ACME_KEY": "sk-acme-123", "VIEN_API_KEYS": "beta:sk-beta-456"}
+    with gateway_process(env, tmp / "gateway.log") as address:
+        yield address, tmp / "gateway.log"
 
 
 def test_api_keys_are_required_when_configured(keyed_gateway: tuple[str, Path]) -> None:
