@@ -138,6 +138,15 @@ def test_langchain_text_mode_gives_the_same_vectors(http_addr: str) -> None:
                            check_embedding_ctx_length=False)
     np.testing.assert_allclose(np.asarray(emb.embed_documents(DOCS), np.float32), _reference(http_addr, DOCS),
                                atol=2e-6)
+    # texts over the profile's token limit: refused as OpenAI refuses them, or truncated when asked
+    long_text = "word " * 700
+    with pytest.raises(openai.BadRequestError) as err:
+        emb.embed_documents([long_text])
+    assert isinstance(err.value.body, dict) and err.value.body["code"] == "context_length_exceeded"
+    truncating = OpenAIEmbeddings(model=ALIAS, base_url=f"http://{http_addr}/v1", api_key="unused", max_retries=0,
+                                  check_embedding_ctx_length=False,
+                                  model_kwargs={"extra_body": {"vien_truncate": True}})
+    assert len(truncating.embed_documents([long_text])[0]) == 384
 
 
 def test_langchain_defaults_without_the_encoding_get_a_helpful_error(offline_gateway: str, fake_cl100k) -> None:
