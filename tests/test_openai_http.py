@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,18 +15,21 @@ import openai
 import pytest
 import yaml
 from openai import OpenAI
+from openai_fixtures import gateway_process
 
-from vien.cli.supervisor import free_port, http_ready
 from vien.runtime.auth import ApiKeys, parse_api_keys
 from vien.runtime.config import ConfigError, VienConfig, default_config_path, load_config
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 from vien_gateway.logic import (
     ApiError,
     authenticate,
+    client_timeout,
     error_from_status,
     parse_embeddings_request,
     request_timeout,
+    router_batches,
 )
+from vien_gateway.token_arrays import TokenArrayError, TokenEncodings, decode, encoding_name
 
 ALIAS = "text-embedding-3-small"
 TEXTS = ["giá vé máy bay đi Đà Nẵng", "gia ve may bay di da nang", "cheap flights to Da Nang"]
@@ -169,7 +168,7 @@ BAD = [
     ({"model": ALIAS, "input": "word " * 700}, 400, "input", "context_length_exceeded"),
     ({"model": ALIAS, "input": ["ok", "word " * 700]}, 400, "input[1]", "context_length_exceeded"),
     ({"model": ALIAS, "input": "x" * 100001}, 400, "input", "invalid_value"),
-    ({"model": ALIAS, "input": ["q"] * 257}, 400, "input", "invalid_value"),
+    ({"model": ALIAS, "input": ["q"] * 2049}, 400, "input", "invalid_value"),
     ({"model": ALIAS, "input": ""}, 400, "input", "invalid_value"),
     ({"model": ALIAS, "input": "   "}, 400, "input", "invalid_value"),
     ({"model": ALIAS, "input": []}, 400, "input", "invalid_value"),
@@ -179,12 +178,16 @@ BAD = [
     ({"model": ALIAS, "input": 123}, 400, "input", "invalid_type"),
     ({"model": ALIAS, "input": {"text": "x"}}, 400, "input", "invalid_type"),
     ({"model": ALIAS, "input": ["ok", 5]}, 400, "input[1]", "invalid_type"),
-    ({"model": ALIAS, "input": [1, 2, 3]}, 400, "input", "unsupported_input"),
-    ({"model": ALIAS, "input": [[1, 2], [3]]}, 400, "input", "unsupported_input"),
+    ({"model": ALIAS, "input": [[1, 2], []]}, 400, "input[1]", "invalid_value"),
+    ({"model": ALIAS, "input": [[1, -2]]}, 400, "input[0]", "invalid_type"),
+    ({"model": ALIAS, "input": [[1, 2], "text"]}, 400, "input[1]", "invalid_value"),
+    ({"model": ALIAS, "input": [[7] * 8193]}, 400, "input[0]", "context_length_exceeded"),
+    ({"model": ALIAS, "input": [[7] * 8000] * 38}, 400, "input", "context_length_exceeded"),
     ({"model": ALIAS, "input": "x", "encoding_format": "hex"}, 400, "encoding_format", "invalid_value"),
     ({"model": ALIAS, "input": "x", "user": 5}, 400, "user", "invalid_type"),
     ({"model": ALIAS, "input": "x", "vien_kind": "passage"}, 400, "vien_kind", "invalid_value"),
     ({"model": ALIAS, "input": "x", "vien_truncate": "yes"}, 400, "vien_truncate", "invalid_type"),
+    ({"model": ALIAS, "input": "x", "vien_sparse": 1}, 400, "vien_sparse", "invalid_type"),
     ({"model": ALIAS, "input": "x", "temperature": 1}, 400, "temperature", "unknown_parameter"),
     (["not", "an", "object"], 400, None, "invalid_type"),
 ]
@@ -215,8 +218,8 @@ def test_transport_level_errors(http_addr: str) -> None:
 
 def test_sdk_raises_typed_errors(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.embeddings.create(model=ALIAS, input=[[101, 102]])
-    assert err.value.status_code == 400 and err.value.body["param"] == "input"
+        client.embeddings.create(model=ALIAS, input=[[101, 102], []])
+    assert err.value.status_code == 400 and err.value.body["param"] == "input[1]"
     with pytest.raises(openai.BadRequestError) as err:
         client.embeddings.create(model=ALIAS, input="x", dimensions=10)
     assert "allowed 128..384" in err.value.body["message"]
@@ -234,23 +237,10 @@ def keyed_gateway(mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     cfg["openai"] = {"aliases": {ALIAS: "e5-small"}, "float_only": ["e5-small"],
                      "api_keys": [{"tenant": "acme", "key_env": "TEST_ACME_KEY"}]}
     (tmp / "profiles.yaml").write_text(yaml.safe_dump(cfg))
-    port = free_port()
-    env = {**os.environ, "VIEN_CONFIG": str(tmp / "profiles.yaml"), "VIEN_ROUTER_ADDR": mesh.router,
-           "TEST_ACME_KEY": "sk-acme-123", "VIEN_API_KEYS": "beta:sk-beta-456", "VIEN_TRACING": "0"}
-    log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "vien", "serve", "gateway", "--port", str(port)], env=env,
-                            stdout=log, stderr=log)
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while not http_ready(address):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"keyed gateway did not start: {(tmp / 'gateway.log').read_text()[-2000:]}")
-        time.sleep(0.1)
-    yield address, tmp / "gateway.log"
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
-    log.close()
+    env = {"VIEN_CONFIG": str(tmp / "profiles.yaml"), "VIEN_ROUTER_ADDR": mesh.router,
+           "TEST_ACME_KEY": "sk-acme-123", "VIEN_API_KEYS": "beta:sk-beta-456"}
+    with gateway_process(env, tmp / "gateway.log") as address:
+        yield address, tmp / "gateway.log"
 
 
 def test_api_keys_are_required_when_configured(keyed_gateway: tuple[str, Path]) -> None:
@@ -328,3 +318,175 @@ def test_keys_timeouts_and_config_validation() -> None:
         ApiKeys.load(keyed, {})
     call = parse_embeddings_request({"model": ALIAS, "input": "x", "dimensions": 384}, cfg)
     assert call.profile == "e5-small" and call.strict and call.single and call.kind == "query"
+
+
+# ---- conformance: every answer against the schemas of OpenAI's own OpenAPI description -------------------
+# tests/data/openai_openapi/embeddings.json: an extract of openai/openai-openapi (MIT, commit noted in it).
+# OpenAI's description models `embedding` as an array of floats only; for encoding_format=base64 (a string
+# that the SDKs decode) the same schema is used with that one property swapped for a base64 string.
+
+OPENAPI = json.loads((Path(__file__).parent / "data" / "openai_openapi" / "embeddings.json").read_text())
+
+
+def _conforms(instance: Any, name: str, base64_embedding: bool = False) -> None:
+    import copy
+
+    import jsonschema
+
+    root = copy.deepcopy(OPENAPI)
+    if base64_embedding:
+        root["components"]["schemas"]["Embedding"]["properties"]["embedding"] = {
+            "type": "string", "contentEncoding": "base64"}
+    jsonschema.Draft202012Validator({**root, "$ref": f"#/components/schemas/{name}"},
+                                    format_checker=jsonschema.FormatChecker()).validate(instance)
+
+
+def test_the_schema_extract_is_what_it_says() -> None:
+    assert OPENAPI["_commit"] == "f85dbe223d40e1a31cba812ab2d755c7e98a92a3" and "MIT" in OPENAPI["_license"]
+    assert (Path(__file__).parent / "data" / "openai_openapi" / "LICENSE").read_text().startswith("The MIT License")
+    import jsonschema
+    with pytest.raises(jsonschema.ValidationError):  # the extract does reject what OpenAI would not send
+        _conforms({"object": "list", "data": [{"object": "embedding", "index": 0}], "model": "m",
+                   "usage": {"prompt_tokens": 1, "total_tokens": 1}}, "CreateEmbeddingResponse")
+    with pytest.raises(jsonschema.ValidationError):
+        _conforms({"error": {"message": "m", "type": "t", "param": None}}, "ErrorResponse")
+
+
+@pytest.mark.parametrize("dims", [None, 256])
+@pytest.mark.parametrize("fmt", ["float", "base64"])
+def test_embeddings_answers_conform_to_openai_schema(http_addr: str, fmt: str, dims: int | None) -> None:
+    body: dict[str, Any] = {"model": ALIAS, "input": TEXTS, "encoding_format": fmt}
+    if dims:
+        body["dimensions"] = dims
+    _conforms(body, "CreateEmbeddingRequest")  # what we send is a request OpenAI accepts
+    status, headers, answer = _raw(http_addr, "POST", "/v1/embeddings", body)
+    assert status == 200 and headers["content-type"] == "application/json"
+    _conforms(answer, "CreateEmbeddingResponse", base64_embedding=fmt == "base64")
+    import base64
+    for i, d in enumerate(answer["data"]):
+        n = len(d["embedding"]) if fmt == "float" else len(base64.b64decode(d["embedding"])) // 4
+        assert d["index"] == i and n == (dims or 384)
+
+
+def test_models_answers_conform_to_openai_schema(http_addr: str) -> None:
+    status, _, answer = _raw(http_addr, "GET", "/v1/models")
+    assert status == 200
+    _conforms(answer, "ListModelsResponse")
+    ids = {m["id"] for m in answer["data"]}
+    assert {"text-embedding-3-small", "text-embedding-3-small-document", "e5-small"} <= ids
+    status, _, answer = _raw(http_addr, "GET", f"/v1/models/{ALIAS}")
+    assert status == 200
+    _conforms(answer, "Model")
+
+
+ERRORS = [  # (method, path, body, headers, status): one of each error class the gateway answers over HTTP
+    ("POST", "/v1/embeddings", {"model": ALIAS, "input": ""}, {}, 400),
+    ("POST", "/v1/embeddings", {"model": ALIAS, "input": "word " * 700}, {}, 400),
+    ("POST", "/v1/embeddings", {"model": ALIAS, "input": [[1, 2], []]}, {}, 400),
+    ("POST", "/v1/embeddings", {"model": "gpt-nope", "input": "x"}, {}, 404),
+    ("GET", "/v1/models/gpt-nope", None, {}, 404),
+    ("GET", "/v2/nothing", None, {}, 404),
+    ("GET", "/v1/embeddings", None, {}, 405),
+    ("POST", "/v1/embeddings", {"model": ALIAS, "input": "hết giờ 2"}, {"x-request-timeout": "0.00001"}, 504),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "status"), ERRORS,
+                         ids=[f"{e[4]}-{i}" for i, e in enumerate(ERRORS)])
+def test_error_answers_conform_to_openai_schema(http_addr: str, method: str, path: str, body: Any,
+                                                headers: dict[str, str], status: int) -> None:
+    got, _, answer = _raw(http_addr, method, path, body, headers)
+    assert got == status, answer
+    _conforms(answer, "ErrorResponse")
+
+
+def test_unparsable_and_oversized_bodies_conform(http_addr: str) -> None:
+    got, _, answer = _raw(http_addr, "POST", "/v1/embeddings", raw_body=b'{"model": ')
+    assert got == 400
+    _conforms(answer, "ErrorResponse")
+    big = b'{"model": "text-embedding-3-small", "input": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    got, _, answer = _raw(http_addr, "POST", "/v1/embeddings", raw_body=big)
+    assert got == 413 and "VIEN_MAX_MESSAGE_BYTES" in answer["error"]["message"]
+    _conforms(answer, "ErrorResponse")
+
+
+def test_keyed_and_router_status_errors_conform(keyed_gateway: tuple[str, Path]) -> None:
+    address, _ = keyed_gateway
+    for headers in ({}, {"Authorization": "Bearer sk-wrong"}):
+        got, _, answer = _raw(address, "POST", "/v1/embeddings", {"model": ALIAS, "input": "x"}, headers)
+        assert got == 401
+        _conforms(answer, "ErrorResponse")
+    got, _, answer = _raw(address, "POST", "/v1/embeddings",
+                          {"model": ALIAS, "input": "x", "encoding_format": "base64"},
+                          {"Authorization": "Bearer sk-acme-123"})
+    assert got == 400 and answer["error"]["code"] == "unsupported_encoding_format"
+    _conforms(answer, "ErrorResponse")
+    # every router status the gateway maps (429, 5xx) has the same shape; these need a failing router, so
+    # they are checked on the mapping itself
+    for code in ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "FAILED_PRECONDITION", "CANCELLED", "DEADLINE_EXCEEDED",
+                 "INTERNAL", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT"):
+        _conforms(error_from_status(code, "texts[2]: details").body(), "ErrorResponse")
+
+
+def test_batches_kinds_timeouts_and_token_array_logic() -> None:
+    cfg = load_config()
+    assert router_batches(2048, 256)[-1] == range(1792, 2048) and len(router_batches(2048, 256)) == 8
+    assert router_batches(300, 256) == [range(0, 256), range(256, 300)]
+    e = error_from_status("INVALID_ARGUMENT", "texts[34]: 704 tokens exceeds the limit of 512 tokens", offset=256)
+    assert e.param == "input[290]" and e.message.startswith("input[290]: 704 tokens")
+    assert error_from_status("INVALID_ARGUMENT", "texts[0]: x", single_input=True, offset=0).param == "input"
+    assert error_from_status("INVALID_ARGUMENT", "sparse: no lexical").param == "vien_sparse"
+    doc = parse_embeddings_request({"model": "text-embedding-3-small-document", "input": "x"}, cfg)
+    assert doc.kind == "document" and doc.profile == "e5-small"
+    assert parse_embeddings_request({"model": "text-embedding-3-small-document", "input": "x",
+                                     "vien_kind": "query"}, cfg).kind == "query"
+    arrays = parse_embeddings_request({"model": ALIAS, "input": [5, 6, 7]}, cfg)
+    assert arrays.token_arrays == [[5, 6, 7]] and arrays.single and arrays.texts == []
+    assert client_timeout("600") == 600.0 and client_timeout("x") is None and request_timeout("600", 45.0) == 45.0
+    # which encoding: config first, then tiktoken's model map, then cl100k_base (LangChain's rule)
+    assert encoding_name(cfg, ALIAS) == "cl100k_base" and encoding_name(cfg, "e5-small") == "cl100k_base"
+    assert encoding_name(cfg, "gpt-4o") == "o200k_base"
+    custom = cfg.model_copy(update={"openai": cfg.openai.model_copy(update={"token_encodings": {ALIAS: "r50k_base"}})})
+    assert encoding_name(custom, ALIAS) == "r50k_base"
+    with pytest.raises(ValueError, match=r"openai\.document_aliases\.e5-small"):
+        raw = yaml.safe_load(default_config_path().read_text())
+        VienConfig.model_validate({**raw, "openai": {"document_aliases": {"e5-small": "e5-small"}}})
+
+    from tiktoken_fixtures import local_encoding
+
+    enc = local_encoding("vien_test_bpe")
+    text = "Đà Nẵng 😀 flights"
+    ids = enc.encode_ordinary(text)
+    assert decode(enc, [ids]) == [text]
+    assert decode(enc, [enc.encode_ordinary("😀")[:1]]) == ["\ufffd"]  # a cut UTF-8 character
+    with pytest.raises(TokenArrayError, match=r"input\[0\]\[1\]: token id 99999 is not in"):
+        decode(enc, [[5, 99999]])
+
+    import asyncio
+    encodings = TokenEncodings()
+    with pytest.raises(TokenArrayError) as err:
+        asyncio.run(encodings.decode("no_such_encoding", [[1]]))
+    assert err.value.code == "token_encoding_unavailable" and "'no_such_encoding'" in err.value.message
+    assert "check_embedding_ctx_length=False" in err.value.message
+
+
+def test_router_refuses_sparse_for_a_profile_without_lexical_vectors() -> None:
+    import asyncio
+
+    from vien.runtime.errors import InvalidArgument
+    from vien_router.logic import Router
+
+    cfg = load_config()
+    off = cfg.model_copy(update={"profiles": {n: p.model_copy(update={"lexical": p.lexical.model_copy(
+        update={"enabled": False})}) for n, p in cfg.profiles.items()}})
+
+    class NeverCalled:  # the check comes before any embedder is asked
+        async def encode(self, *a: Any, **kw: Any) -> Any:
+            raise AssertionError("embedder called")
+
+    router = Router(off, NeverCalled(), NeverCalled(), detect=lambda t: ("vi", 1.0))
+    with pytest.raises(InvalidArgument) as err:
+        asyncio.run(router.embed(["xin chào"], sparse=True))
+    assert err.value.field == "sparse" and "lexical.enabled is false" in err.value.message
+    e = error_from_status("INVALID_ARGUMENT", f"sparse: {err.value.message}")
+    assert e.param == "vien_sparse" and e.status == 400

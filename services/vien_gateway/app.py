@@ -6,6 +6,7 @@ HTTP hop in front of the router, and this keeps that hop's cost to a few hundred
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -29,7 +30,10 @@ from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 from vien_gateway.logic import (
     QUERY,
     ApiError,
+    EmbedCall,
+    Sparse,
     authenticate,
+    client_timeout,
     embeddings_response,
     error_from_status,
     model_object,
@@ -37,7 +41,10 @@ from vien_gateway.logic import (
     parse_embeddings_request,
     request_timeout,
     resolve_model,
+    router_batches,
+    with_texts,
 )
+from vien_gateway.token_arrays import TokenArrayError, TokenEncodings, encoding_name
 
 log = logging.getLogger("vien.gateway")
 HTTP_REQUESTS = Counter("vien_http_requests_total", "OpenAI-compatible HTTP requests by route, status and tenant",
@@ -48,6 +55,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _KIND = {QUERY: common_pb2.EMBED_KIND_QUERY, "document": common_pb2.EMBED_KIND_DOCUMENT}
+# Router requests of one HTTP request in flight at once: enough to overlap the hops, few enough that a
+# 2,048-input request holds at most this many router batches of vectors in the router and embedders.
+BATCHES_IN_FLIGHT = 2
 _JSON = (b"content-type", b"application/json")
 
 
@@ -95,6 +105,7 @@ class GatewayApp:
         self.health: health_pb2_grpc.HealthStub | None = None
         self.tracer = trace.get_tracer("vien.gateway") if tracing_enabled() else None
         self._models = orjson.dumps(models_list(self.config))
+        self.encodings = TokenEncodings()
 
     async def startup(self) -> None:
         # No client interceptor: grpc.aio interceptors cost ~0.3 ms a call, so the span and the trace
@@ -188,29 +199,73 @@ class GatewayApp:
             raise ApiError(400, f"We could not parse the JSON body of your request ({exc}).",
                            code="invalid_json") from None
         call = parse_embeddings_request(data, self.config)
-        req = router_pb2.EmbedRequest(texts=call.texts, kind=_KIND[call.kind], profile=call.profile,
-                                      dimensions=call.dimensions, strict=call.strict)
-        timeout = request_timeout(_header(scope, b"x-stainless-read-timeout") or _header(scope, b"x-request-timeout"))
+        if call.token_arrays is not None:
+            try:
+                texts = await self.encodings.decode(encoding_name(self.config, call.model), call.token_arrays)
+            except TokenArrayError as exc:
+                raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
+            call = with_texts(call, texts, self.config)
+        header = _header(scope, b"x-stainless-read-timeout") or _header(scope, b"x-request-timeout")
+        total = client_timeout(header)
+        deadline = None if total is None else time.monotonic() + total
+        per_call = request_timeout(header, self.settings.http_timeout_s)
+        timeout = (per_call, deadline)
         # The caller's own key goes on to the router, an edge that checks it too (same key set). gRPC
         # metadata is printable ASCII only: anything else cannot be a key the router knows.
         forward = authorization is not None and authorization.isascii() and authorization.isprintable()
         metadata: list[tuple[str, str]] = [(AUTHORIZATION, authorization.strip())] if forward and authorization else []
+        if self.tracer is None:
+            return await self._embed_batches(call, timeout, metadata)
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        with self.tracer.start_as_current_span("POST /v1/embeddings", context=propagate.extract(carrier),
+                                               kind=trace.SpanKind.SERVER) as span:
+            span.set_attribute("vien.profile", call.profile)
+            span.set_attribute("vien.texts", len(call.texts))
+            out: dict[str, str] = {}
+            propagate.inject(out)  # traceparent for the router's server interceptor
+            return await self._embed_batches(call, timeout, metadata + list(out.items()))
+
+    async def _embed_batches(self, call: EmbedCall, timeout: tuple[float, float | None],
+                             metadata: list[tuple[str, str]]) -> bytes:
+        """Up to `openai.max_inputs` texts as router-sized requests (limits.max_texts_per_request), at most
+        BATCHES_IN_FLIGHT at a time; answers in input order with one usage total."""
+        batches = router_batches(len(call.texts), self.config.limits.max_texts_per_request)
+        vectors: list[bytes] = [b""] * len(call.texts)
+        sparse: list[Sparse] | None = [((), ())] * len(call.texts) if call.sparse else None
+        tokens = 0
+        gate = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+
+        async def one(positions: range) -> None:
+            nonlocal tokens
+            async with gate:
+                resp = await self._embed_once(call, positions, timeout, metadata)
+            for i, e in zip(positions, resp.embeddings, strict=True):
+                vectors[i] = e.vector
+                tokens += e.token_count
+                if sparse is not None:
+                    sparse[i] = (e.sparse.indices, e.sparse.values)
+
+        tasks = [asyncio.ensure_future(one(r)) for r in batches]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:  # the first failure answers; the other batches are not waited for
+                t.cancel()
+        return embeddings_response(call.model, vectors, tokens, call.encoding_format, sparse)
+
+    async def _embed_once(self, call: EmbedCall, positions: range, timeout: tuple[float, float | None],
+                          metadata: list[tuple[str, str]]) -> router_pb2.EmbedResponse:
+        # each router call: at most VIEN_HTTP_TIMEOUT_S, and never past the client's deadline for the request
+        per_call, deadline = timeout
+        wait = per_call if deadline is None else max(0.0, min(per_call, deadline - time.monotonic()))
+        req = router_pb2.EmbedRequest(texts=call.texts[positions.start:positions.stop], kind=_KIND[call.kind],
+                                      profile=call.profile, dimensions=call.dimensions, strict=call.strict,
+                                      sparse=call.sparse)
         assert self.stub is not None
         t0 = time.perf_counter()
         code = "OK"  # the router's status, for vien_rpc_latency_seconds{service="gateway"}
         try:
-            if self.tracer is None:
-                resp = await self.stub.Embed(req, timeout=timeout, metadata=metadata or None)
-            else:
-                carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                with self.tracer.start_as_current_span("POST /v1/embeddings", context=propagate.extract(carrier),
-                                                       kind=trace.SpanKind.SERVER) as span:
-                    span.set_attribute("vien.profile", call.profile)
-                    span.set_attribute("vien.texts", len(call.texts))
-                    out: dict[str, str] = {}
-                    propagate.inject(out)  # traceparent for the router's server interceptor
-                    metadata += out.items()
-                    resp = await self.stub.Embed(req, timeout=timeout, metadata=metadata)
+            return await self.stub.Embed(req, timeout=wait, metadata=metadata or None)
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
             retry_ms = None
@@ -218,11 +273,9 @@ class GatewayApp:
                 if k == "retry-after-ms":
                     with contextlib.suppress(ValueError):
                         retry_ms = int(v)
-            raise error_from_status(exc.code().name, exc.details() or "", retry_ms, call.single) from None
+            raise error_from_status(code, exc.details() or "", retry_ms, call.single, positions.start) from None
         finally:
             RPC_LATENCY.labels("gateway", "Embeddings", code).observe(time.perf_counter() - t0)
-        tokens = sum(e.token_count for e in resp.embeddings)
-        return embeddings_response(call.model, [e.vector for e in resp.embeddings], tokens, call.encoding_format)
 
     async def _healthz(self) -> tuple[int, bytes]:
         assert self.health is not None

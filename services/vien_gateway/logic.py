@@ -8,6 +8,7 @@ the thin ASGI layer around it.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -19,12 +20,14 @@ import orjson
 
 from vien.embedding.requests import check_texts, resolve_dims
 from vien.runtime.auth import ApiKeys
-from vien.runtime.config import VienConfig
+from vien.runtime.config import LimitsConfig, VienConfig
 from vien.runtime.errors import InvalidArgument, Unauthenticated
+from vien_gateway.token_arrays import TokenArrayError, check_token_arrays
 
 QUERY, DOCUMENT = "query", "document"
 DEFAULT_TIMEOUT_S = 30.0
-KNOWN_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user", "vien_kind", "vien_truncate"})
+KNOWN_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user", "vien_kind", "vien_truncate",
+                          "vien_sparse"})
 INVALID = "invalid_request_error"
 
 
@@ -88,13 +91,16 @@ class EmbedCall:
     strict: bool          # reject texts over the token limit (OpenAI's behaviour) instead of truncating
     user: str | None
     single: bool = False  # `input` was one string (errors name `input`, not `input[0]`)
+    token_arrays: list[list[int]] | None = None  # token-id input, decoded into `texts` before embedding
+    sparse: bool = False  # also return the lexical sparse vector of each input (`vien_sparse`)
 
 
 def resolve_model(config: VienConfig, model: str) -> str:
-    """A profile name or an alias (config `openai.aliases`) -> the profile; 404 like OpenAI otherwise."""
+    """A profile name or an alias (config `openai.aliases`, `openai.document_aliases`) -> the profile; 404
+    like OpenAI otherwise."""
     if model in config.profiles:
         return model
-    profile = config.openai.aliases.get(model)
+    profile = config.openai.aliases.get(model) or config.openai.document_aliases.get(model)
     if profile is None:
         known = ", ".join(model_ids(config))
         raise ApiError(404, f"model: the model {model!r} does not exist (known: {known})", param="model",
@@ -103,31 +109,52 @@ def resolve_model(config: VienConfig, model: str) -> str:
 
 
 def model_ids(config: VienConfig) -> list[str]:
-    return sorted(set(config.profiles) | set(config.openai.aliases))
+    return sorted(set(config.profiles) | set(config.openai.aliases) | set(config.openai.document_aliases))
 
 
-def _texts(value: Any, config: VienConfig) -> list[str]:
+def input_limits(config: VienConfig) -> LimitsConfig:
+    """The router's per-text limits with OpenAI's inputs per request (`openai.max_inputs`, 2048)."""
+    return config.limits.model_copy(update={"max_texts_per_request": config.openai.max_inputs})
+
+
+def check_inputs(texts: list[str], config: VienConfig, single: bool = False) -> list[str]:
+    """Per-request and per-text limits on the texts of a request; errors name `input` / `input[i]`."""
+    try:
+        return check_texts(texts, input_limits(config), field="input")
+    except InvalidArgument as exc:
+        if single and exc.field == "input[0]":  # one string: name `input`, not `input[0]`
+            raise _bad("input", "input" + exc.message[len("input[0]"):]) from None
+        raise _bad(exc.field, exc.message) from None
+
+
+def _inputs(value: Any, config: VienConfig) -> tuple[list[str], list[list[int]] | None]:
+    """`input` as texts, or as token-id arrays (decoded later, see token_arrays)."""
     if value is None:
         raise _bad("input", "input: this field is required (a string or an array of strings)", "missing_required")
     if isinstance(value, str):
-        try:
-            return check_texts([value], config.limits, field="input")
-        except InvalidArgument as exc:  # one string: name `input`, not `input[0]`
-            raise _bad("input", "input" + exc.message[len("input[0]"):]) from None
+        return check_inputs([value], config, single=True), None
     if not isinstance(value, list):
         raise _bad("input", f"input: expected a string or an array of strings, got {_json_type(value)}",
                    "invalid_type")
-    if (value and all(_is_int(x) for x in value)) or any(isinstance(x, list) for x in value):
-        raise _bad("input", "input: token arrays are not supported; vien tokenizes with each profile's own "
-                            "tokenizer, so send the text itself (a string or an array of strings)",
-                   "unsupported_input")
+    if value and all(_is_int(x) for x in value):  # one token array
+        value = [value]
+    limit = config.openai.max_inputs
+    if len(value) > limit:
+        raise _bad("input", f"input: {len(value)} inputs exceeds the limit of {limit} per request")
+    if value and any(isinstance(x, list) for x in value):
+        try:
+            return [], check_token_arrays(value)
+        except TokenArrayError as exc:
+            raise _bad(exc.param, exc.message, exc.code) from None
     for i, x in enumerate(value):
         if not isinstance(x, str):
             raise _bad(f"input[{i}]", f"input[{i}]: expected a string, got {_json_type(x)}", "invalid_type")
-    try:
-        return check_texts(value, config.limits, field="input")
-    except InvalidArgument as exc:
-        raise _bad(exc.field, exc.message) from None
+    return check_inputs(value, config), None
+
+
+def with_texts(call: EmbedCall, texts: list[str], config: VienConfig) -> EmbedCall:
+    """The call with its token arrays decoded into texts (the same per-text checks as text input)."""
+    return dataclasses.replace(call, texts=check_inputs(texts, config, call.single), token_arrays=None)
 
 
 def parse_embeddings_request(body: Any, config: VienConfig) -> EmbedCall:
@@ -143,7 +170,7 @@ def parse_embeddings_request(body: Any, config: VienConfig) -> EmbedCall:
     if not isinstance(model, str):
         raise _bad("model", f"model: expected a string, got {_json_type(model)}", "invalid_type")
     profile = resolve_model(config, model)
-    texts = _texts(body.get("input"), config)
+    texts, token_arrays = _inputs(body.get("input"), config)
 
     dims = body.get("dimensions")
     if dims is None:
@@ -174,7 +201,7 @@ def parse_embeddings_request(body: Any, config: VienConfig) -> EmbedCall:
         raise _bad("user", f"user: expected a string, got {_json_type(user)}", "invalid_type")
     kind = body.get("vien_kind")
     if kind is None:
-        kind = QUERY
+        kind = DOCUMENT if model in config.openai.document_aliases else QUERY
     elif kind not in (QUERY, DOCUMENT):
         shown = repr(kind) if isinstance(kind, str) else _json_type(kind)
         raise _bad("vien_kind", f"vien_kind: must be 'query' or 'document', got {shown}")
@@ -182,19 +209,42 @@ def parse_embeddings_request(body: Any, config: VienConfig) -> EmbedCall:
     if truncate is not None and not isinstance(truncate, bool):
         raise _bad("vien_truncate", f"vien_truncate: expected a boolean, got {_json_type(truncate)}",
                    "invalid_type")
-    return EmbedCall(model, profile, texts, dims, fmt, kind, strict=not truncate, user=user,
-                     single=isinstance(body.get("input"), str))
+    sparse = body.get("vien_sparse")
+    if sparse is not None and not isinstance(sparse, bool):
+        raise _bad("vien_sparse", f"vien_sparse: expected a boolean, got {_json_type(sparse)}", "invalid_type")
+    if sparse and not config.profiles[profile].lexical.enabled:
+        raise _bad("vien_sparse", f"vien_sparse: model {model!r} (profile {profile!r}) has no lexical vectors "
+                                  "(lexical.enabled is false)")
+    raw = body.get("input")
+    single = isinstance(raw, str) or (token_arrays is not None and isinstance(raw, list)
+                                      and len(token_arrays) == 1 and not isinstance(raw[0], list))
+    return EmbedCall(model, profile, texts, dims, fmt, kind, strict=not truncate, user=user, single=single,
+                     token_arrays=token_arrays, sparse=bool(sparse))
 
 
-def embeddings_response(model: str, vectors: Sequence[bytes], prompt_tokens: int, encoding_format: str) -> bytes:
+Sparse = tuple[Sequence[int], Sequence[float]]
+
+
+def router_batches(n: int, size: int) -> list[range]:
+    """Input positions of each router request (the router takes at most `size` texts), in order."""
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def embeddings_response(model: str, vectors: Sequence[bytes], prompt_tokens: int, encoding_format: str,
+                        sparse: Sequence[Sparse] | None = None) -> bytes:
     """OpenAI's answer as JSON bytes. Vectors are packed little-endian float32, as the router sends them;
-    base64 is those very bytes (what the openai SDK decodes), float is the same float32 values."""
+    base64 is those very bytes (what the openai SDK decodes), float is the same float32 values. With
+    `sparse`, each item also carries `vien_sparse: {indices, values}` (OpenAI's clients ignore it)."""
     if encoding_format == "base64":
-        data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(v).decode("ascii")}
-                for i, v in enumerate(vectors)]
+        data: list[dict[str, Any]] = [
+            {"object": "embedding", "index": i, "embedding": base64.b64encode(v).decode("ascii")}
+            for i, v in enumerate(vectors)]
     else:
         data = [{"object": "embedding", "index": i, "embedding": np.frombuffer(v, dtype="<f4")}
                 for i, v in enumerate(vectors)]
+    if sparse is not None:
+        for item, (indices, values) in zip(data, sparse, strict=True):
+            item["vien_sparse"] = {"indices": list(indices), "values": list(values)}
     return orjson.dumps(
         {"object": "list", "data": data, "model": model,
          "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}},
@@ -213,8 +263,9 @@ def models_list(config: VienConfig) -> dict[str, Any]:
 
 # gRPC status of the router -> HTTP. INVALID_ARGUMENT messages start with the field ("texts[1]: ..."),
 # renamed here to the OpenAI parameter it came from.
-_FIELD_RE = re.compile(r"^(texts|profile|dimensions|kind)(\[\d+\])?: ")
-_PARAM_OF = {"texts": "input", "profile": "model", "dimensions": "dimensions", "kind": "vien_kind"}
+_FIELD_RE = re.compile(r"^(texts|profile|dimensions|kind|sparse)(\[\d+\])?: ")
+_PARAM_OF = {"texts": "input", "profile": "model", "dimensions": "dimensions", "kind": "vien_kind",
+             "sparse": "vien_sparse"}
 _STATUS = {
     "UNAUTHENTICATED": (401, INVALID, "invalid_api_key"),
     "PERMISSION_DENIED": (403, "permission_error", "permission_denied"),
@@ -228,13 +279,18 @@ _STATUS = {
 
 
 def error_from_status(code: str, details: str, retry_after_ms: int | None = None,
-                      single_input: bool = False) -> ApiError:
-    """Map a router status (its name, e.g. "INVALID_ARGUMENT") and message onto an OpenAI error."""
+                      single_input: bool = False, offset: int = 0) -> ApiError:
+    """Map a router status (its name, e.g. "INVALID_ARGUMENT") and message onto an OpenAI error. `offset`:
+    the position of the router request's first text in the HTTP request (texts[i] is input[offset + i])."""
     if code in ("INVALID_ARGUMENT", "OUT_OF_RANGE"):
         m = _FIELD_RE.match(details)
         if not m:
             return _bad(None, details)
-        index = "" if single_input and m.group(2) == "[0]" else (m.group(2) or "")
+        index = m.group(2) or ""
+        if index and single_input and offset == 0 and index == "[0]":
+            index = ""
+        elif index:
+            index = f"[{int(index[1:-1]) + offset}]"
         param = _PARAM_OF[m.group(1)] + index
         rest = details[m.end():]
         message = f"{param}: {rest}"
@@ -266,13 +322,19 @@ def authenticate(keys: ApiKeys, authorization: str | None) -> str:
         raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key") from None
 
 
-def request_timeout(header: str | None, default: float = DEFAULT_TIMEOUT_S) -> float:
-    """The client's own timeout (the openai SDK sends x-stainless-read-timeout), capped at `default`."""
+def client_timeout(header: str | None) -> float | None:
+    """The client's own timeout for the whole request (the openai SDK sends x-stainless-read-timeout)."""
     if header:
         try:
             t = float(header)
         except ValueError:
-            return default
+            return None
         if t > 0 and math.isfinite(t):
-            return min(t, default)
-    return default
+            return t
+    return None
+
+
+def request_timeout(header: str | None, default: float = DEFAULT_TIMEOUT_S) -> float:
+    """The wait for one router call: the client's own timeout, capped at `default` (VIEN_HTTP_TIMEOUT_S)."""
+    t = client_timeout(header)
+    return default if t is None else min(t, default)

@@ -66,7 +66,7 @@ class RouterServicer:
         res = await self.app.router.embed(
             list(request.texts), kind=kind, profile=request.profile, dimensions=request.dimensions,
             strict=request.strict, lang=request.lang, bypass_cache=request.bypass_cache,
-            timeout=remaining_timeout(context, 30.0),
+            timeout=remaining_timeout(context, 30.0), sparse=request.sparse,
         )
         hits = sum(e.cache_hit for e in res.embeddings)
         annotate({ATTR_PROFILE: joined(e.profile for e in res.embeddings),
@@ -77,7 +77,9 @@ class RouterServicer:
             embeddings=[
                 common_pb2.Embedding(vector=e.vector, dims=e.dims, profile=e.profile, model_id=e.model_id,
                                      lang=e.lang, lang_score=e.lang_score, token_count=e.token_count,
-                                     truncated=e.truncated, cache_hit=e.cache_hit)
+                                     truncated=e.truncated, cache_hit=e.cache_hit,
+                                     sparse=None if e.sparse is None else common_pb2.LexicalSparseVector(
+                                         indices=e.sparse.indices, values=e.sparse.values))
                 for e in res.embeddings
             ],
             timings=common_pb2.Timings(total_ms=res.stage_ms["total"], stage_ms=res.stage_ms),

@@ -13,8 +13,10 @@ from typing import Protocol
 from vien.embedding.cache import QueryCache, cache_key
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
 from vien.embedding.vectors import pack, truncate
+from vien.lexical import LexicalEncoder
 from vien.runtime.config import LANGS, VienConfig
 from vien.runtime.errors import InvalidArgument, UpstreamError
+from vien.store.base import SparseVector
 from vien_router.langid import detect_with_score
 
 QUERY, DOCUMENT = "query", "document"
@@ -56,6 +58,7 @@ class RoutedEmbedding:
     token_count: int
     truncated: bool
     cache_hit: bool
+    sparse: SparseVector | None = None  # only when asked for (embed(sparse=True))
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Router:
         # saving the second gRPC hop. Writes stay with the query-embedder.
         self.cache = cache
         self._identity: dict[str, tuple[str, str, float]] = {}  # profile -> (model_id, revision, learned at)
+        # The lexical encoders ingest and search use, for clients that ask for the sparse vector too.
+        self._lexical = {n: LexicalEncoder(p.lexical) for n, p in config.profiles.items() if p.lexical.enabled}
 
     def _learn_identity(self, profile: str, model_id: str) -> None:
         name, _, revision = model_id.rpartition("@")
@@ -117,7 +122,7 @@ class Router:
 
     async def embed(self, texts: list[str], kind: str = QUERY, profile: str = "", dimensions: int = 0,
                     strict: bool = False, lang: str = "", bypass_cache: bool = False,
-                    timeout: float = 30.0) -> RouteResult:
+                    timeout: float = 30.0, sparse: bool = False) -> RouteResult:
         t_start = time.perf_counter()
         if kind not in self.clients:
             raise InvalidArgument("kind", f"must be QUERY or DOCUMENT, got {kind!r}")
@@ -136,6 +141,9 @@ class Router:
             groups[profile or self.config.route(lg)].append(i)
         for pname in groups:
             resolve_dims(pname, self.config.profiles[pname], dimensions)
+            if sparse and pname not in self._lexical:
+                raise InvalidArgument("sparse", f"profile {pname!r} has no lexical vectors (lexical.enabled is "
+                                                "false in its config); ask without sparse")
 
         client = self.clients[kind]
         t0 = time.perf_counter()
@@ -159,11 +167,19 @@ class Router:
         replies = await asyncio.gather(*(call(p, idx) for p, idx in groups.items()))
         t_fwd = time.perf_counter() - t0
 
+        t0 = time.perf_counter()
         out: list[RoutedEmbedding | None] = [None] * len(texts)
         for pname, idx, enc in replies:
+            lexical = self._lexical[pname] if sparse else None
             for i, r in zip(idx, enc.results, strict=True):
                 lg, score = langs[i]
+                sv = None
+                if lexical is not None:
+                    sv = lexical.query(texts[i]) if kind == QUERY else lexical.document(texts[i])
                 out[i] = RoutedEmbedding(i, r.vector, r.dims, pname, enc.model_id, lg, score, r.token_count,
-                                         r.truncated, r.cache_hit)
-        stage = {"langid": t_lang * 1e3, "forward": t_fwd * 1e3, "total": (time.perf_counter() - t_start) * 1e3}
+                                         r.truncated, r.cache_hit, sv)
+        stage = {"langid": t_lang * 1e3, "forward": t_fwd * 1e3}
+        if sparse:
+            stage["lexical"] = (time.perf_counter() - t0) * 1e3
+        stage["total"] = (time.perf_counter() - t_start) * 1e3
         return RouteResult([e for e in out if e is not None], stage)

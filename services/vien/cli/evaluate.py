@@ -35,7 +35,8 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     settings = Settings.from_env()
     opts = EvalOptions(
         dataset=Path(ns.dataset), split=ns.split, profile=ns.profile, mode=ns.mode, dims=ns.dims,
-        query_encoder=ns.query_encoder, strip_diacritics=ns.strip_diacritics, limit_queries=ns.limit_queries,
+        query_encoder=ns.query_encoder, doc_prompt=ns.doc_prompt, query_prompt=ns.query_prompt,
+        strip_diacritics=ns.strip_diacritics, limit_queries=ns.limit_queries,
         cache_dir=None if ns.no_cache else Path(ns.cache_dir) if ns.cache_dir else default_cache_dir(),
         label=ns.label, concurrency=ns.concurrency, progress=not ns.no_progress)
     try:
@@ -81,6 +82,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ev.add_argument("--dims", type=int, default=0, help="truncate to N dims (MRL; the corpus is indexed at N too)")
     ev.add_argument("--query-encoder", default="", help="replace the profile's query encoder (an encoder name "
                     "of the config, e.g. e5-small-int8)")
+    ev.add_argument("--doc-prompt", default="", help="replace every profile's document prompt, e.g. "
+                    "'query: {text}' (documents embedded as queries, as clients that cannot tell them apart do)")
+    ev.add_argument("--query-prompt", default="", help="replace every profile's query prompt, e.g. "
+                    "'passage: {text}'")
     ev.add_argument("--strip-diacritics", action="store_true", help="remove Vietnamese diacritics from the queries")
     ev.add_argument("--limit-queries", type=int, default=0, help="only the first N judged queries")
     ev.add_argument("--out", default="", help="write the summary and per-query scores to this JSON file")

@@ -265,11 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (results go to bench/RESULTS.md)")
     b.add_argument("what", choices=["query", "langid", "store", "ingest", "search", "http", "tracing",
-                                   "overload", "replicas", "peers"])
+                                   "overload", "replicas", "peers", "batch"])
     b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
     b.add_argument("--threads", type=int, default=None,
                    help="replicas bench: ONNX intra-op threads per replica (default: the profiles file's)")
+    b.add_argument("--inputs", type=int, default=2048, help="batch: inputs in the one HTTP request")
     b.set_defaults(fn=_cmd_bench)
     return p
 

@@ -3,6 +3,9 @@
 - `docs`: what the doc-embedder runs with (the document side, unchanged);
 - `queries`: what the router and the query-embedder run with: the profile's query encoder replaced by
   `--query-encoder` (to compare e.g. int8 queries against the same fp32 corpus);
+- `--doc-prompt T` / `--query-prompt T` replace every profile's document / query prompt in all three views
+  (e.g. `--doc-prompt "query: {text}"`: what a client that cannot tell documents from queries gets when it
+  embeds documents as queries);
 - `index`: what ingest and search run with. With `--dims N` every evaluated profile gets `dims: N` and a
   collection of its own (`<collection>_d<N>`). The services serve truncated dims per request only
   (search requires the collection's dims), so an MRL measurement indexes the documents at N dims: the
@@ -33,7 +36,16 @@ class EvalConfigs:
     query_encoders: dict[str, str]
 
 
-def derive_configs(base: VienConfig, profile: str = "", query_encoder: str = "", dims: int = 0) -> EvalConfigs:
+def derive_configs(base: VienConfig, profile: str = "", query_encoder: str = "", dims: int = 0,
+                   doc_prompt: str = "", query_prompt: str = "") -> EvalConfigs:
+    for option, field, template in (("--doc-prompt", "document_prompt", doc_prompt),
+                                    ("--query-prompt", "query_prompt", query_prompt)):
+        if not template:
+            continue
+        if "{text}" not in template:
+            raise EvalConfigError(f"{option}: {template!r} has no {{text}} placeholder")
+        base = base.model_copy(update={"profiles": {
+            n: p.model_copy(update={field: template}) for n, p in base.profiles.items()}})
     if profile:
         if profile not in base.profiles:
             raise EvalConfigError(f"--profile: unknown profile {profile!r} (known: {', '.join(sorted(base.profiles))})")

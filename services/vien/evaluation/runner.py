@@ -59,6 +59,8 @@ class EvalOptions:
     mode: str = "dense"
     dims: int = 0
     query_encoder: str = ""
+    doc_prompt: str = ""              # replaces every profile's document prompt ("" = the profile's own)
+    query_prompt: str = ""            # replaces every profile's query prompt
     strip_diacritics: bool = False
     limit_queries: int = 0
     cache_dir: Path | None = None     # None: no embedding cache
@@ -111,6 +113,10 @@ def variant_label(opts: EvalOptions) -> str:
         parts.append(f"d{opts.dims}")
     if opts.query_encoder:
         parts.append(f"q={opts.query_encoder}")
+    if opts.query_prompt:
+        parts.append(f"queries={opts.query_prompt!r}")
+    if opts.doc_prompt:
+        parts.append(f"docs={opts.doc_prompt!r}")
     if opts.strip_diacritics:
         parts.append("unaccented")
     return " ".join(parts)
@@ -132,7 +138,8 @@ class EvalRun:
             raise EvalError(f"--mode: {opts.mode!r} is not one of {', '.join(MODES)}")
         self.opts = opts
         self.settings = settings
-        self.cfgs = derive_configs(settings.config, opts.profile, opts.query_encoder, opts.dims)
+        self.cfgs = derive_configs(settings.config, opts.profile, opts.query_encoder, opts.dims,
+                                   opts.doc_prompt, opts.query_prompt)
         self.timings: dict[str, float] = {}
 
     async def run(self) -> dict[str, Any]:
@@ -255,6 +262,8 @@ class EvalRun:
             "dims": dims[0] if len(dims) == 1 else dims,
             "query_encoder": ",".join(sorted({cfgs.query_encoders[p] for p in profiles})),
             "document_encoder": ",".join(sorted({cfgs.docs.profiles[p].document_encoder for p in profiles})),
+            "query_prompt": ",".join(sorted({cfgs.queries.profiles[p].query_prompt for p in profiles})),
+            "document_prompt": ",".join(sorted({cfgs.docs.profiles[p].document_prompt for p in profiles})),
             "strip_diacritics": o.strip_diacritics,
             **{m: round(means[m], 6) for m in METRICS},
             "n_queries": len(per_query),

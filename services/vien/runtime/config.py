@@ -212,6 +212,16 @@ class OpenAIConfig(_Strict):
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     # Profiles answered with float arrays only: encoding_format=base64 is refused for them.
     float_only: list[str] = Field(default_factory=list)
+    # Model names that embed as documents unless the request says otherwise (`vien_kind`), e.g.
+    # text-embedding-3-small-document: e5-small. Names in `aliases` (and profile names) embed as queries.
+    document_aliases: dict[str, str] = Field(default_factory=dict)
+    # Inputs per POST /v1/embeddings (OpenAI's limit: 2048); split into router-sized requests
+    # (limits.max_texts_per_request) inside, order kept.
+    max_inputs: int = Field(default=2048, ge=1, le=100000)
+    # Token-id arrays (`input: [[1, 2, ...]]`, LangChain's default) are decoded with a tiktoken encoding:
+    # the one named here for the request's model, else tiktoken's own model -> encoding map, else
+    # cl100k_base (exactly what LangChain and LlamaIndex pick for the same model name).
+    token_encodings: dict[str, str] = Field(default_factory=dict)
 
 
 class AuthConfig(_Strict):
@@ -254,6 +264,12 @@ class VienConfig(_Strict):
                 raise ValueError(f"openai.aliases.{alias}: unknown profile {prof!r} (known: {sorted(self.profiles)})")
             if alias in self.profiles and alias != prof:
                 raise ValueError(f"openai.aliases.{alias}: a profile has this name; an alias must not shadow it")
+        for alias, prof in self.openai.document_aliases.items():
+            if prof not in self.profiles:
+                raise ValueError(f"openai.document_aliases.{alias}: unknown profile {prof!r} "
+                                 f"(known: {sorted(self.profiles)})")
+            if alias in self.profiles or alias in self.openai.aliases:
+                raise ValueError(f"openai.document_aliases.{alias}: already a profile or an alias (openai.aliases)")
         for i, prof in enumerate(self.openai.float_only):
             if prof not in self.profiles:
                 raise ValueError(f"openai.float_only[{i}]: unknown profile {prof!r} (known: {sorted(self.profiles)})")
@@ -334,6 +350,10 @@ class Settings:
     # re-resolve dns:/// targets and spread onto replicas added since; RPCs in flight get the grace period.
     max_connection_age_s: int = 0
     max_connection_age_grace_s: int = 300
+    # The HTTP gateway waits at most this long for one router call (and never longer than the client's own
+    # timeout for the whole request); a request of more than limits.max_texts_per_request inputs is
+    # several router calls, each with this limit.
+    http_timeout_s: float = 30.0
     log_level: str = "INFO"
     # TLS between services (vien.runtime.tls): PEM paths. cert+key alone = TLS servers, clients verify
     # servers against `tls_ca`; tls_client_auth = mTLS (servers demand a client cert signed by `tls_ca`,
@@ -378,7 +398,8 @@ _SETTINGS_ENV = {
     "max_message_bytes": "VIEN_MAX_MESSAGE_BYTES", "query_max_batch": "VIEN_QUERY_MAX_BATCH",
     "query_max_queue": "VIEN_QUERY_MAX_QUEUE", "query_max_wait_ms": "VIEN_QUERY_MAX_WAIT_MS",
     "max_concurrent_rpcs": "VIEN_MAX_CONCURRENT_RPCS", "max_connection_age_s": "VIEN_MAX_CONNECTION_AGE_S",
-    "max_connection_age_grace_s": "VIEN_MAX_CONNECTION_AGE_GRACE_S", "log_level": "VIEN_LOG_LEVEL",
+    "max_connection_age_grace_s": "VIEN_MAX_CONNECTION_AGE_GRACE_S", "http_timeout_s": "VIEN_HTTP_TIMEOUT_S",
+    "log_level": "VIEN_LOG_LEVEL",
     "tls_cert": "VIEN_TLS_CERT", "tls_key": "VIEN_TLS_KEY", "tls_ca": "VIEN_TLS_CA",
     "tls_client_auth": "VIEN_TLS_CLIENT_AUTH", "tls_server_name": "VIEN_TLS_SERVER_NAME",
 }

@@ -26,11 +26,11 @@ class EnvError(ValueError):
 @dataclass(frozen=True)
 class Var:
     name: str
-    kind: str                     # str | int | bool | path | choice
+    kind: str                     # str | int | float | bool | path | choice
     default: Any
     doc: str
-    lo: int | None = None
-    hi: int | None = None
+    lo: float | None = None
+    hi: float | None = None
     choices: tuple[str, ...] = ()
     default_doc: str = ""         # the default as the README shows it, when it is not the literal value
     secret: bool = False          # never echoed in an error
@@ -38,7 +38,7 @@ class Var:
 
     @property
     def allowed(self) -> str:
-        if self.kind == "int":
+        if self.kind in ("int", "float"):
             return f"{self.lo}..{self.hi}"
         if self.kind == "bool":
             return "0 / 1"
@@ -57,6 +57,14 @@ class Var:
             if (self.lo is not None and n < self.lo) or (self.hi is not None and n > self.hi):
                 raise EnvError(f"{self.name}={shown}: must be an integer in {self.lo}..{self.hi}")
             return n
+        if self.kind == "float":
+            try:
+                x = float(v)
+            except ValueError:
+                x = float("nan")
+            if not (self.lo is not None and self.hi is not None and self.lo <= x <= self.hi):
+                raise EnvError(f"{self.name}={shown}: must be a number in {self.lo}..{self.hi}")
+            return x
         if self.kind == "bool":
             if v.lower() in _TRUE:
                 return True
@@ -90,6 +98,8 @@ VARS: dict[str, Var] = {v.name: v for v in (
     _addr("VIEN_SEARCH_ADDR", 50055, "search address"),
     _addr("VIEN_INGEST_ADDR", 50056, "ingest health address"),
     _addr("VIEN_HTTP_ADDR", 50057, "the OpenAI-compatible HTTP gateway"),
+    Var("VIEN_HTTP_TIMEOUT_S", "float", 30.0, "the gateway's limit on one router call (seconds; never longer than "
+        "the client's own timeout); raise it for bulk requests on CPU", lo=0.1, hi=3600.0),
     Var("VIEN_VECTOR_STORE", "str", "", "store of search/ingest: `qdrant:http://host:6334`, `edge:/dir`, "
         "`remote:host:port`", default_doc="`remote:$VIEN_STORE_ADDR`"),
     Var("VIEN_STORE_BACKEND", "str", "", "what the local store service opens",

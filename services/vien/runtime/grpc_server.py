@@ -271,6 +271,11 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # Clients ping every 30 s (channel_options). gRPC servers by default accept a ping without data
+        # only every 5 min and answer the third early one with GOAWAY "too_many_pings": a call that
+        # computes for minutes without sending data (a 256 x 512-token doc-embedder batch on a CPU) then
+        # failed with UNAVAILABLE. Accept the clients' own keepalive.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.so_reuseport", 0),
     ]
     if settings.max_connection_age_s > 0:  # clients reconnect and re-resolve: new replicas get their share

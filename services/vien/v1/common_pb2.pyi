@@ -2,8 +2,8 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -17,7 +17,7 @@ EMBED_KIND_QUERY: EmbedKind
 EMBED_KIND_DOCUMENT: EmbedKind
 
 class Embedding(_message.Message):
-    __slots__ = ("vector", "dims", "profile", "model_id", "lang", "token_count", "truncated", "cache_hit", "lang_score")
+    __slots__ = ("vector", "dims", "profile", "model_id", "lang", "token_count", "truncated", "cache_hit", "lang_score", "sparse")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class Embedding(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     LANG_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
     vector: bytes
     dims: int
     profile: str
@@ -36,7 +37,16 @@ class Embedding(_message.Message):
     truncated: bool
     cache_hit: bool
     lang_score: float
-    def __init__(self, vector: _Optional[bytes] = ..., dims: _Optional[int] = ..., profile: _Optional[str] = ..., model_id: _Optional[str] = ..., lang: _Optional[str] = ..., token_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., cache_hit: _Optional[bool] = ..., lang_score: _Optional[float] = ...) -> None: ...
+    sparse: LexicalSparseVector
+    def __init__(self, vector: _Optional[bytes] = ..., dims: _Optional[int] = ..., profile: _Optional[str] = ..., model_id: _Optional[str] = ..., lang: _Optional[str] = ..., token_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., cache_hit: _Optional[bool] = ..., lang_score: _Optional[float] = ..., sparse: _Optional[_Union[LexicalSparseVector, _Mapping]] = ...) -> None: ...
+
+class LexicalSparseVector(_message.Message):
+    __slots__ = ("indices", "values")
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("total_ms", "stage_ms")
