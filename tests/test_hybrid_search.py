@@ -48,7 +48,8 @@ class LocalModel:
     async def encode(self, texts: list[str], profile: str) -> list[np.ndarray]:
         return self._embed("document", texts)
 
-    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float) -> QueryVector:
+    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float,
+                          restore_accents: bool = True, tenant: str = "") -> QueryVector:
         self.query_calls += 1
         return QueryVector(self._embed("query", [text])[0], profile or PROFILE, detect(text))
 

@@ -1,0 +1,325 @@
+"""Accent restoration for Vietnamese typed without diacritics: "gia ve may bay di da nang" -> "giá vé máy bay đi
+Đà Nẵng".
+
+Each plain-ASCII token that is a Vietnamese syllable ("ma") can stand for several accented syllables (ma, má, mà,
+mã, mạ, mả: `vien.text.syllables`); the most likely sequence is found by Viterbi over a smoothed syllable bigram
+model, so context decides ("ma" in "bóng ma" vs "má" in "ba má"):
+
+    P(w | v) = (c(v w) + β·P1(w)) / (c(v) + β)          bigram, Dirichlet-smoothed towards the unigram
+    P1(w)    = (c(w) + μ·P0(w)) / (N + μ)               unigram, smoothed towards a general prior P0
+
+c(·) are `SyllableCounts` from documents (ingest keeps a tenant's up to date; the evaluation counts its corpus);
+P0 is a general prior over accented syllables: the unigram probabilities of the XLM-R SentencePiece pieces that
+multilingual-e5-small ships (`build_prior`), whose plain-ASCII forms are discounted because those pieces also
+stand for words of other languages ("la", "de", "ma"). With no counts and no prior there is nothing to go on:
+`restore` returns the text unchanged with reason "no_statistics".
+
+What is never altered: text that has any diacritic already (partially accented text is the user's own choice),
+tokens that are not Vietnamese syllables (English words, names, codes, numbers, URLs, e-mail addresses, emoji,
+tokens with digits or inner punctuation), acronyms in capitals. Case is kept ("Da Nang" -> "Đà Nẵng").
+
+Pure Python, no I/O on the hot path; a model is immutable once built, so it is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import pairwise
+from pathlib import Path
+
+from vien.text.syllables import ACCENTED_SYLLABLES, FOLDED_SYLLABLES, accented_forms
+
+PRIOR_FILE = "vi-syllable-prior.json"
+PRIOR_SOURCE = "multilingual-e5-small/tokenizer.json"
+START = "<s>"
+# A chunk between spaces: optional opening punctuation, the letters, optional closing punctuation.
+_CHUNK = re.compile(r"\S+")
+_TOKEN = re.compile(r"([\"'(\[{«“‘]*)([A-Za-z]+)([.,!?;:\"')\]}»”’…]*)")
+# Documents: letter runs (syllables or other words); anything else between them breaks the context.
+_DOC_TOKEN = re.compile(r"[^\W\d_]+|[^\w\s]+|\d+")
+MAX_RESTORE_CHARS = 2000          # longer texts are left alone (a query, not a document)
+MU, BETA = 100.0, 16.0             # prior strength of the unigram, unigram strength of the bigram (tuned on the
+#                                   eval corpora's own text, not on the eval queries)
+ASCII_PRIOR_DISCOUNT = 0.02       # × P0 of a plain-ASCII form (its XLM-R piece is shared with other languages)
+
+
+# --------------------------------------------------------------------------------------------------
+# Counts
+# --------------------------------------------------------------------------------------------------
+def syllable_runs(text: str) -> Iterator[list[str]]:
+    """Runs of consecutive Vietnamese syllables of `text` (lower case, NFC); punctuation, digits and
+    non-syllable words end a run."""
+    run: list[str] = []
+    for tok in _DOC_TOKEN.findall(unicodedata.normalize("NFC", text).lower()):
+        if tok in ACCENTED_SYLLABLES:
+            run.append(tok)
+        else:
+            if run:
+                yield run
+            run = []
+    if run:
+        yield run
+
+
+@dataclass
+class SyllableCounts:
+    """Unigram and bigram counts of accented syllables (bigrams keyed "v w"; "<s> w" for a run's first)."""
+
+    unigrams: Counter[str] = field(default_factory=Counter)
+    bigrams: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.unigrams.values())
+
+    def add_text(self, text: str) -> None:
+        for run in syllable_runs(text):
+            self.unigrams.update(run)
+            self.bigrams[f"{START} {run[0]}"] += 1
+            self.bigrams.update(f"{a} {b}" for a, b in pairwise(run))
+
+    def add_texts(self, texts: Iterable[str]) -> SyllableCounts:
+        for t in texts:
+            self.add_text(t)
+        return self
+
+    def update(self, other: SyllableCounts) -> None:
+        self.unigrams.update(other.unigrams)
+        self.bigrams.update(other.bigrams)
+
+    def fields(self) -> dict[str, int]:
+        """Flat form for a Redis hash: "u:w" and "b:v w" -> count."""
+        out = {f"u:{w}": n for w, n in self.unigrams.items()}
+        out.update({f"b:{k}": n for k, n in self.bigrams.items()})
+        return out
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, int]) -> SyllableCounts:
+        c = cls()
+        for k, n in fields.items():
+            if k.startswith("u:"):
+                c.unigrams[k[2:]] = n
+            elif k.startswith("b:"):
+                c.bigrams[k[2:]] = n
+        return c
+
+
+# --------------------------------------------------------------------------------------------------
+# The general prior
+# --------------------------------------------------------------------------------------------------
+def build_prior(tokenizer_json: Path) -> dict[str, float]:
+    """P0 over accented syllables from a SentencePiece Unigram vocabulary (tokenizer.json): the word-initial
+    pieces that are Vietnamese syllables, case merged, plain-ASCII forms × ASCII_PRIOR_DISCOUNT, normalised."""
+    vocab = json.loads(tokenizer_json.read_text(encoding="utf-8"))["model"]["vocab"]
+    p: dict[str, float] = {}
+    for piece, logp in vocab:
+        if not piece.startswith("▁"):
+            continue
+        w = unicodedata.normalize("NFC", piece[1:]).lower()
+        if w in ACCENTED_SYLLABLES:
+            p[w] = p.get(w, 0.0) + math.exp(logp) * (ASCII_PRIOR_DISCOUNT if w.isascii() else 1.0)
+    total = sum(p.values()) or 1.0
+    return {w: v / total for w, v in sorted(p.items())}
+
+
+def load_prior(models_dir: Path) -> dict[str, float]:
+    """The prior cached in `models_dir` (built from the default model's tokenizer on first use); {} when
+    the default model is not built."""
+    cached = models_dir / PRIOR_FILE
+    if cached.exists():
+        return {str(k): float(v) for k, v in json.loads(cached.read_text(encoding="utf-8")).items()}
+    source = models_dir / PRIOR_SOURCE
+    if not source.exists():
+        return {}
+    prior = build_prior(source)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps(prior, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(cached)
+    return prior
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Restoration:
+    text: str            # the restored text (== the input when nothing was restored)
+    restored: bool       # at least one syllable changed
+    confidence: float    # mean posterior probability of the chosen form per restored-eligible syllable
+    syllables: int       # tokens that were candidates for restoration
+    reason: str = ""     # why nothing was done: "accented", "no_syllables", "too_long", "no_statistics"
+
+
+class AccentModel:
+    """Immutable scorer: a prior P0 and document counts. Build a new one when the counts change."""
+
+    def __init__(self, prior: dict[str, float] | None = None, counts: SyllableCounts | None = None,
+                 mu: float = MU, beta: float = BETA, max_candidates: int = 8, min_ratio: float = 1e-3) -> None:
+        self.prior = prior or {}
+        self.counts = counts or SyllableCounts()
+        self.mu, self.beta = mu, beta
+        self.max_candidates, self.min_ratio = max_candidates, min_ratio
+        self._n = self.counts.total
+        self._floor = min(self.prior.values(), default=1e-7) * 0.1
+        # c(v w) by v, and log(c(v) + β) where c(v) counts v as a left context
+        self._next: dict[str, dict[str, int]] = {}
+        for k, n in self.counts.bigrams.items():
+            v, w = k.split(" ", 1)
+            self._next.setdefault(v, {})[w] = n
+        self._log_ctx = {v: math.log(sum(nx.values()) + beta) for v, nx in self._next.items()}
+        self._log_beta = math.log(beta)
+        self.empty = not self.prior and not self._n
+        self._candidates = lru_cache(maxsize=20_000)(self._candidates_uncached)
+
+    def p1(self, w: str) -> float:
+        """The unigram probability P1(w)."""
+        c = self.counts.unigrams.get(w, 0)
+        if not self.prior:  # counts alone: a tiny uniform floor so unseen forms stay possible
+            return (c + 1e-3) / (self._n + 1e-3 * 16)
+        return (c + self.mu * self.prior.get(w, self._floor)) / (self._n + self.mu)
+
+    def _candidates_uncached(self, folded: str) -> tuple[tuple[str, float], ...]:
+        forms = [(w, self.p1(w)) for w in accented_forms(folded)]
+        forms.sort(key=lambda x: (-x[1], x[0]))
+        top = forms[0][1] if forms else 0.0
+        return tuple((w, p) for w, p in forms[:self.max_candidates] if p >= top * self.min_ratio)
+
+    def candidates(self, folded: str) -> tuple[tuple[str, float], ...]:
+        """(accented form, P1) of a folded syllable, most likely first: at most `max_candidates`, and none
+        less likely than `min_ratio` × the most likely."""
+        return self._candidates(folded)
+
+    def _transitions(self, prev: str, cands: tuple[tuple[str, float], ...]) -> list[float]:
+        """log P(w | prev) for each candidate w."""
+        nx = self._next.get(prev)
+        if nx is None:  # never seen as a context: P(w | prev) = P1(w)
+            return [math.log(p) for _, p in cands]
+        lc, b = self._log_ctx[prev], self.beta
+        return [math.log(nx.get(w, 0) + b * p) - lc for w, p in cands]
+
+    def transition(self, prev: str, w: str) -> float:
+        """log P(w | prev)."""
+        return self._transitions(prev, ((w, self.p1(w)),))[0]
+
+    def decode(self, run: list[str]) -> tuple[list[str], list[float]]:
+        """Best accented forms of a run of folded syllables (lower case) and each one's posterior probability
+        (Viterbi for the path, forward-backward for the posteriors)."""
+        lattice = [self.candidates(f) for f in run]
+        n = len(lattice)
+        first = self._transitions(START, lattice[0])
+        best, fwd = [first], [first]
+        back: list[list[int]] = [[0] * len(first)]
+        trans: list[list[list[float]]] = [[first]]  # trans[i][j][k]: candidate j at i-1 -> k at i
+        for i in range(1, n):
+            prev, cands = lattice[i - 1], lattice[i]
+            t = [self._transitions(pw, cands) for pw, _ in prev]
+            trans.append(t)
+            pb, pf = best[-1], fwd[-1]
+            b_row, bk_row, f_row = [], [], []
+            for k in range(len(cands)):
+                col = [pb[j] + t[j][k] for j in range(len(prev))]
+                j_best = max(range(len(prev)), key=col.__getitem__)
+                b_row.append(col[j_best])
+                bk_row.append(j_best)
+                f_row.append(_logsumexp([pf[j] + t[j][k] for j in range(len(prev))]))
+            best.append(b_row)
+            back.append(bk_row)
+            fwd.append(f_row)
+        bwd: list[list[float]] = [[0.0] * len(c) for c in lattice]
+        for i in range(n - 2, -1, -1):
+            t, nb = trans[i + 1], bwd[i + 1]
+            bwd[i] = [_logsumexp([tj[k] + nb[k] for k in range(len(nb))]) for tj in t]
+        z = _logsumexp(fwd[-1])
+        k = max(range(len(lattice[-1])), key=best[-1].__getitem__)
+        path = [0] * n
+        for i in range(n - 1, -1, -1):
+            path[i] = k
+            k = back[i][k]
+        words = [lattice[i][path[i]][0] for i in range(n)]
+        post = [min(1.0, math.exp(fwd[i][path[i]] + bwd[i][path[i]] - z)) for i in range(n)]
+        return words, post
+
+
+def _logsumexp(xs: list[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def has_diacritics(text: str) -> bool:
+    return any(c.isalpha() and not c.isascii() for c in text)
+
+
+def _apply(token: str, accented: str) -> str:
+    """`accented` with the case of `token` (they fold to the same letters, one to one)."""
+    return "".join(a.upper() if t.isupper() else a for t, a in zip(token, accented, strict=True))
+
+
+def restore(text: str, model: AccentModel) -> Restoration:
+    """The most likely accented form of `text` (Vietnamese typed without diacritics), see the module doc."""
+    if has_diacritics(text):
+        return Restoration(text, False, 0.0, 0, "accented")
+    if len(text) > MAX_RESTORE_CHARS:
+        return Restoration(text, False, 0.0, 0, "too_long")
+    all_upper = text.isupper()
+    # (start, end, letters) of each restorable token; None breaks a run
+    slots: list[tuple[int, int, str] | None] = []
+    for m in _CHUNK.finditer(text):
+        tm = _TOKEN.fullmatch(m.group())
+        if tm is None:
+            slots.append(None)
+            continue
+        core = tm.group(2)
+        low = core.lower()
+        if low not in FOLDED_SYLLABLES or (len(core) > 1 and core.isupper() and not all_upper):
+            slots.append(None)
+            continue
+        if tm.group(1):
+            slots.append(None)
+        start = m.start() + len(tm.group(1))
+        slots.append((start, start + len(core), core))
+        if tm.group(3):
+            slots.append(None)
+    n_syll = sum(s is not None for s in slots)
+    if not n_syll:
+        return Restoration(text, False, 0.0, 0, "no_syllables")
+    if model.empty:
+        return Restoration(text, False, 0.0, n_syll, "no_statistics")
+    runs: list[list[tuple[int, int, str]]] = [[]]
+    for s in slots:
+        if s is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append(s)
+    out, pos, posts = [], 0, []
+    for run in runs:
+        if not run:
+            continue
+        words, post = model.decode([core.lower() for _, _, core in run])
+        posts += post
+        for (start, end, core), w in zip(run, words, strict=True):
+            out.append(text[pos:start])
+            out.append(_apply(core, w))
+            pos = end
+    out.append(text[pos:])
+    restored = "".join(out)
+    return Restoration(restored, restored != text, round(sum(posts) / len(posts), 4), n_syll)
+
+
+def syllable_accuracy(truth: str, restored: str) -> tuple[int, int]:
+    """(syllables, syllables restored right) of `restored` against the accented original `truth`: over the
+    whitespace-separated tokens of `truth` that carry a diacritic or are Vietnamese syllables, compared case-
+    insensitively after NFC; a token count mismatch counts every such token wrong."""
+    t = unicodedata.normalize("NFC", truth).split()
+    r = unicodedata.normalize("NFC", restored).split()
+    judged = [i for i, w in enumerate(t) if has_diacritics(w) or w.strip(".,!?;:\"'()").lower() in FOLDED_SYLLABLES]
+    if len(t) != len(r):
+        return len(judged), 0
+    return len(judged), sum(t[i].lower() == r[i].lower() for i in judged)
