@@ -124,6 +124,8 @@ class Router:
             if not acc.restore:
                 continue
             model = self.restorer.model(scope if acc.document_statistics else "")
+            if not model.has_counts and not acc.restore_without_documents:
+                continue
             for i in idx:
                 if langs[i][0] != "vi":
                     continue

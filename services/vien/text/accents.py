@@ -175,6 +175,7 @@ class AccentModel:
             self._next.setdefault(v, {})[w] = n
         self._log_ctx = {v: math.log(sum(nx.values()) + beta) for v, nx in self._next.items()}
         self._log_beta = math.log(beta)
+        self.has_counts = self._n > 0
         self.empty = not self.prior and not self._n
         self._candidates = lru_cache(maxsize=20_000)(self._candidates_uncached)
 
