@@ -23,7 +23,9 @@ Pure Python, no I/O on the hot path; a model is immutable once built, so it is s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import math
 import re
 import unicodedata
@@ -36,7 +38,8 @@ from pathlib import Path
 
 from vien.text.syllables import ACCENTED_SYLLABLES, FOLDED_SYLLABLES, accented_forms
 
-PRIOR_FILE = "vi-syllable-prior.json"
+PRIOR_FILE = "vi-syllable-prior.v1.json"
+PRIOR_VERSION = 1  # bump when build_prior changes: a cached prior of another version is rebuilt
 PRIOR_SOURCE = "multilingual-e5-small/tokenizer.json"
 START = "<s>"
 # A chunk between spaces: optional opening punctuation, the letters, optional closing punctuation.
@@ -133,14 +136,18 @@ def load_prior(models_dir: Path) -> dict[str, float]:
     """The prior cached in `models_dir` (built from the default model's tokenizer on first use); {} when
     the default model is not built."""
     cached = models_dir / PRIOR_FILE
+    stamp = {"version": PRIOR_VERSION, "ascii_discount": ASCII_PRIOR_DISCOUNT}
     if cached.exists():
-        return {str(k): float(v) for k, v in json.loads(cached.read_text(encoding="utf-8")).items()}
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            data = json.loads(cached.read_text(encoding="utf-8"))
+            if data["built_with"] == stamp:
+                return {str(k): float(v) for k, v in data["prior"].items()}
     source = models_dir / PRIOR_SOURCE
     if not source.exists():
         return {}
     prior = build_prior(source)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(prior, ensure_ascii=False), encoding="utf-8")
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"built_with": stamp, "prior": prior}, ensure_ascii=False), encoding="utf-8")
     tmp.replace(cached)
     return prior
 
