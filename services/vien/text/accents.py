@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import math
+import os
 import re
 import unicodedata
 from collections import Counter
