@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (results go to bench/RESULTS.md)")
     b.add_argument("what", choices=["query", "langid", "store", "ingest", "search", "http", "tracing",
-                                   "overload"])
+                                   "overload", "accents"])
     b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
     b.set_defaults(fn=_cmd_bench)
