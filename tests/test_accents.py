@@ -28,7 +28,7 @@ DOCS = [
     "Thủ đô của Việt Nam là Hà Nội. Hà Nội có nhiều hồ đẹp.",
     "Câu chuyện về bóng ma trong lâu đài cổ làm bọn trẻ sợ. Bóng ma xuất hiện lúc nửa đêm.",
     "Má tôi nấu cơm rất ngon. Ba má tôi sống ở quê.",
-    "Điện thoại giá rẻ bán chạy nhất năm nay.",
+    "Điện thoại giá rẻ dưới hai mươi triệu bán chạy nhất năm nay.",
 ]
 
 
@@ -95,6 +95,14 @@ def test_tokens_that_are_not_vietnamese_syllables_are_left_alone(model: AccentMo
     assert r.restored
     assert r.text == ("review laptop gaming giá rẻ https://shop.vn/gia?re=1 ma_so ABC-123 UBND 20k "
                       "me@mail.vn 😀 điện thoại")
+
+
+def test_mixed_text_keeps_its_foreign_words_and_short_lone_syllables_beside_them(model: AccentModel) -> None:
+    assert restore("review laptop gaming duoi 20 trieu", model).text == "review laptop gaming dưới 20 triệu"
+    assert restore("ram laptop gia re", model).text == "ram laptop giá rẻ"    # "ram" stays (not "rám")
+    assert restore("gia 20k", model).text == "giá 20k"                        # a number is no foreign word
+    r = restore("laptop dell", model)
+    assert (r.text, r.restored, r.syllables) == ("laptop dell", False, 0)
 
 
 def test_long_and_odd_input_does_not_crash(model: AccentModel) -> None:

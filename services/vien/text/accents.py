@@ -47,6 +47,8 @@ _CHUNK = re.compile(r"\S+")
 _TOKEN = re.compile(r"([\"'(\[{«“‘]*)([A-Za-z]+)([.,!?;:\"')\]}»”’…]*)")
 # Documents: letter runs (syllables or other words); anything else between them breaks the context.
 _DOC_TOKEN = re.compile(r"[^\W\d_]+|[^\w\s]+|\d+")
+_FOREIGN = "foreign"
+LONE_KEPT_MAX = 3                 # a lone syllable of at most this many letters beside a foreign word is kept
 MAX_RESTORE_CHARS = 2000          # longer texts are left alone (a query, not a document)
 MU, BETA = 100.0, 16.0             # prior strength of the unigram, unigram strength of the bigram (tuned on the
 #                                   eval corpora's own text, not on the eval queries)
@@ -276,17 +278,20 @@ def restore(text: str, model: AccentModel) -> Restoration:
     if len(text) > MAX_RESTORE_CHARS:
         return Restoration(text, False, 0.0, 0, "too_long")
     all_upper = text.isupper()
-    # (start, end, letters) of each restorable token; None breaks a run
-    slots: list[tuple[int, int, str] | None] = []
+    # (start, end, letters) of each restorable token; None breaks a run, FOREIGN too (a word that is not a
+    # Vietnamese syllable, or an acronym)
+    slots: list[tuple[int, int, str] | str | None] = []
     for m in _CHUNK.finditer(text):
         tm = _TOKEN.fullmatch(m.group())
         if tm is None:
-            slots.append(None)
+            chunk = m.group()
+            slots.append(_FOREIGN if any(c.isalpha() for c in chunk) and not any(c.isdigit() for c in chunk)
+                         else None)
             continue
         core = tm.group(2)
         low = core.lower()
         if low not in FOLDED_SYLLABLES or (len(core) > 1 and core.isupper() and not all_upper):
-            slots.append(None)
+            slots.append(_FOREIGN)
             continue
         if tm.group(1):
             slots.append(None)
@@ -294,22 +299,26 @@ def restore(text: str, model: AccentModel) -> Restoration:
         slots.append((start, start + len(core), core))
         if tm.group(3):
             slots.append(None)
-    n_syll = sum(s is not None for s in slots)
+    n_syll = sum(isinstance(s, tuple) for s in slots)
     if not n_syll:
         return Restoration(text, False, 0.0, 0, "no_syllables")
     if model.empty:
         return Restoration(text, False, 0.0, n_syll, "no_statistics")
-    runs: list[list[tuple[int, int, str]]] = [[]]
-    for s in slots:
-        if s is None:
-            if runs[-1]:
-                runs.append([])
-        else:
-            runs[-1].append(s)
+    # Runs of consecutive syllables. A short lone syllable beside a foreign word ("ram laptop", "apple watch se")
+    # is most likely part of that phrase (short English words are often Vietnamese-shaped), and without a
+    # Vietnamese neighbour there is no context to restore it by: it is left as typed.
+    runs: list[list[tuple[int, int, str]]] = []
+    run: list[tuple[int, int, str]] = []
+    before: str | None = None
+    for s in [*slots, None]:
+        if isinstance(s, tuple):
+            run.append(s)
+            continue
+        if run and not (len(run) == 1 and len(run[0][2]) <= LONE_KEPT_MAX and _FOREIGN in (before, s)):
+            runs.append(run)
+        run, before = [], s
     out, pos, posts = [], 0, []
     for run in runs:
-        if not run:
-            continue
         words, post = model.decode([core.lower() for _, _, core in run])
         posts += post
         for (start, end, core), w in zip(run, words, strict=True):
@@ -318,7 +327,8 @@ def restore(text: str, model: AccentModel) -> Restoration:
             pos = end
     out.append(text[pos:])
     restored = "".join(out)
-    return Restoration(restored, restored != text, round(sum(posts) / len(posts), 4), n_syll)
+    confidence = round(sum(posts) / len(posts), 4) if posts else 0.0
+    return Restoration(restored, restored != text, confidence, n_syll)
 
 
 def syllable_accuracy(truth: str, restored: str) -> tuple[int, int]:
