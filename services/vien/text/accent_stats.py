@@ -121,7 +121,9 @@ class RedisAccentStats:
             return None
         if not raw:
             return None
-        return SyllableCounts.from_fields({k.decode(): int(v) for k, v in raw.items() if k != _VERSION.encode()})
+        fields = {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+        fields.pop(_VERSION, None)
+        return SyllableCounts.from_fields(fields)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -140,7 +142,7 @@ class AccentRestorer:
         self.refresh_s = refresh_s
         self.general = AccentModel(prior)
         self._models: dict[str, tuple[AccentModel, int | None, float]] = {}  # scope -> model, version, checked at
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._refreshing: dict[str, asyncio.Task[AccentModel]] = {}
 
     @classmethod
     def from_models_dir(cls, models_dir: Path, stats: AccentStats | None = None) -> AccentRestorer:
