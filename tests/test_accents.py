@@ -53,6 +53,7 @@ def test_inventory_knows_the_accented_forms_of_a_syllable() -> None:
     assert set(accented_forms("ma")) == {"ma", "má", "mà", "mã", "mạ", "mả"}
     assert {"người", "ngươi"} <= set(accented_forms("nguoi"))
     assert set(accented_forms("viet")) == {"viết", "việt"}  # a checked syllable takes sắc or nặng only
+    assert {"quyền", "quyết", "quyển"} <= set(accented_forms("quyen")) | set(accented_forms("quyet"))
     assert {"hòa", "hoà"} <= set(accented_forms("hoa"))      # both tone placements are written
     assert "dd" not in FOLDED_SYLLABLES and accented_forms("laptop") == ()
 
@@ -97,10 +98,12 @@ def test_tokens_that_are_not_vietnamese_syllables_are_left_alone(model: AccentMo
                       "me@mail.vn 😀 điện thoại")
 
 
-def test_mixed_text_keeps_its_foreign_words_and_short_lone_syllables_beside_them(model: AccentModel) -> None:
-    assert restore("review laptop gaming duoi 20 trieu", model).text == "review laptop gaming dưới 20 triệu"
-    assert restore("ram laptop gia re", model).text == "ram laptop giá rẻ"    # "ram" stays (not "rám")
-    assert restore("gia 20k", model).text == "giá 20k"                        # a number is no foreign word
+def test_mixed_text_keeps_its_foreign_words_and_english_lone_syllables_beside_them(model: AccentModel) -> None:
+    english = {"ram", "top"}.__contains__
+    assert restore("review laptop gaming duoi 20 trieu", model, english).text == "review laptop gaming dưới 20 triệu"
+    assert restore("ram laptop gia re", model, english).text == "ram laptop giá rẻ"    # "ram" stays (not "rám")
+    assert restore("gia 20k", model, english).text == "giá 20k"                        # a number is no foreign word
+    assert restore("Paris va London", model, english).text == "Paris và London"       # a Vietnamese word between names
     r = restore("laptop dell", model)
     assert (r.text, r.restored, r.syllables) == ("laptop dell", False, 0)
 

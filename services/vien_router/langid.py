@@ -57,7 +57,7 @@ from vien.text.syllables import FOLDED_SYLLABLES
 VI, EN, OTHER = "vi", "en", "other"
 NO_LETTERS_LANG = OTHER
 
-__all__ = ["EN", "NO_LETTERS_LANG", "OTHER", "VI", "detect", "detect_with_score"]
+__all__ = ["EN", "NO_LETTERS_LANG", "OTHER", "VI", "detect", "detect_with_score", "is_english_word"]
 
 # --------------------------------------------------------------------------------------------------
 # Letters
@@ -370,6 +370,13 @@ def _vi_or_en(p_vi: float, p_en: float, score: float) -> tuple[str, float]:
 # --------------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------------
+def is_english_word(word: str) -> bool:
+    """Whether `word` is a known English word, Vietnamese-shaped ones included ("top", "ram", "bus"; not
+    the Vietnamese-leaning "ban", "tin", "con"): accent restoration leaves such a word alone beside English."""
+    w = word.lower()
+    return w in _EN_FUNCTION or w in _EN_WORDS or _AMBIG_WORDS.get(w, 0.0) < 0.0
+
+
 def detect(text: str, *, no_letters: str = NO_LETTERS_LANG) -> str:
     """The language of *text*: ``VI``, ``EN`` or ``OTHER``."""
     return detect_with_score(text, no_letters=no_letters)[0]

@@ -17,7 +17,7 @@ from vien.runtime.config import LANGS, VienConfig
 from vien.runtime.errors import InvalidArgument, UpstreamError
 from vien.text.accent_stats import ALL, AccentRestorer
 from vien.text.accents import restore
-from vien_router.langid import detect_with_score
+from vien_router.langid import detect_with_score, is_english_word
 
 QUERY, DOCUMENT = "query", "document"
 _INDEXED_FIELD = re.compile(r"^texts\[(\d+)\]")
@@ -129,7 +129,7 @@ class Router:
             for i in idx:
                 if langs[i][0] != "vi":
                     continue
-                r = restore(texts[i], model)
+                r = restore(texts[i], model, keep_lone=is_english_word)
                 if r.restored and r.confidence >= acc.min_confidence:
                     out[i] = (r.text, r.confidence)
         return out

@@ -30,7 +30,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
@@ -48,7 +48,6 @@ _TOKEN = re.compile(r"([\"'(\[{«“‘]*)([A-Za-z]+)([.,!?;:\"')\]}»”’…]
 # Documents: letter runs (syllables or other words); anything else between them breaks the context.
 _DOC_TOKEN = re.compile(r"[^\W\d_]+|[^\w\s]+|\d+")
 _FOREIGN = "foreign"
-LONE_KEPT_MAX = 3                 # a lone syllable of at most this many letters beside a foreign word is kept
 MAX_RESTORE_CHARS = 2000          # longer texts are left alone (a query, not a document)
 MU, BETA = 100.0, 16.0             # prior strength of the unigram, unigram strength of the bigram (tuned on the
 #                                   eval corpora's own text, not on the eval queries)
@@ -138,7 +137,7 @@ def load_prior(models_dir: Path) -> dict[str, float]:
     """The prior cached in `models_dir` (built from the default model's tokenizer on first use); {} when
     the default model is not built."""
     cached = models_dir / PRIOR_FILE
-    stamp = {"version": PRIOR_VERSION, "ascii_discount": ASCII_PRIOR_DISCOUNT}
+    stamp = {"version": PRIOR_VERSION, "ascii_discount": ASCII_PRIOR_DISCOUNT, "inventory": len(ACCENTED_SYLLABLES)}
     if cached.exists():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             data = json.loads(cached.read_text(encoding="utf-8"))
@@ -271,8 +270,11 @@ def _apply(token: str, accented: str) -> str:
     return "".join(a.upper() if t.isupper() else a for t, a in zip(token, accented, strict=True))
 
 
-def restore(text: str, model: AccentModel) -> Restoration:
-    """The most likely accented form of `text` (Vietnamese typed without diacritics), see the module doc."""
+def restore(text: str, model: AccentModel, keep_lone: Callable[[str], bool] | None = None) -> Restoration:
+    """The most likely accented form of `text` (Vietnamese typed without diacritics), see the module doc.
+    `keep_lone(word)`: whether a syllable standing alone beside a foreign word is a word of that other language
+    ("top laptop", "ram laptop"), then left as typed; None keeps none (Vietnamese words between names, as
+    in "Paris va London", are restored)."""
     if has_diacritics(text):
         return Restoration(text, False, 0.0, 0, "accented")
     if len(text) > MAX_RESTORE_CHARS:
@@ -304,9 +306,8 @@ def restore(text: str, model: AccentModel) -> Restoration:
         return Restoration(text, False, 0.0, 0, "no_syllables")
     if model.empty:
         return Restoration(text, False, 0.0, n_syll, "no_statistics")
-    # Runs of consecutive syllables. A short lone syllable beside a foreign word ("ram laptop", "apple watch se")
-    # is most likely part of that phrase (short English words are often Vietnamese-shaped), and without a
-    # Vietnamese neighbour there is no context to restore it by: it is left as typed.
+    # Runs of consecutive syllables; a lone one beside a foreign word is left as typed when `keep_lone` says it
+    # belongs to the other language (without a Vietnamese neighbour there is no context to restore it by).
     runs: list[list[tuple[int, int, str]]] = []
     run: list[tuple[int, int, str]] = []
     before: str | None = None
@@ -314,7 +315,7 @@ def restore(text: str, model: AccentModel) -> Restoration:
         if isinstance(s, tuple):
             run.append(s)
             continue
-        if run and not (len(run) == 1 and len(run[0][2]) <= LONE_KEPT_MAX and _FOREIGN in (before, s)):
+        if run and not (len(run) == 1 and keep_lone is not None and _FOREIGN in (before, s) and keep_lone(run[0][2])):
             runs.append(run)
         run, before = [], s
     out, pos, posts = [], 0, []

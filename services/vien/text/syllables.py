@@ -39,8 +39,8 @@ FOLD = str.maketrans({
 def rhyme_ok(onset: str, rhyme: str) -> bool:
     """Whether onset + rhyme is spelled as Vietnamese spells it (c/k/q, g/gh, ng/ngh, gi, labials)."""
     f = rhyme[0]
-    if rhyme.startswith("yê") and onset:
-        return False  # "yê" only stands alone: yên, yêu (with an onset it is spelled "iê")
+    if rhyme.startswith("yê") and onset and onset != "qu":
+        return False  # "yê" stands alone (yên, yêu) or after qu (quyên, quyết); after other onsets it is "iê"
     if onset == "c" and (f in _FRONT or rhyme.startswith(_MEDIAL)):
         return False  # k before e/ê/i/y, qu for the labialised onset
     if onset == "k" and f not in _FRONT:
