@@ -5,7 +5,7 @@ Queries: the Vietnamese texts of tests/data/langid_labelled.tsv with their diacr
 queries). Statistics: the general prior of the built default model plus the syllable counts of the sample
 documents (services/vien/samples/documents.jsonl) and, when given, of a larger JSONL corpus ("text" per line;
 `VIEN_BENCH_ACCENTS_CORPUS` or the first argument), since a tenant with more documents has more candidates and
-bigrams to score. Times `AccentRestorer.restore` (what the router calls per Vietnamese query: the tenant's model
+bigrams to score. Times what the router does per Vietnamese query (the tenant's model
 lookup, tokenising, Viterbi and forward-backward) one call at a time with time.perf_counter_ns, >= 20 passes.
 Also reports how many syllables per query came back as they were written (the accented originals).
 """
@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO / "services"))
 from vien.evaluation.diacritics import strip_diacritics  # noqa: E402
 from vien.runtime.config import Settings  # noqa: E402
 from vien.text.accent_stats import AccentRestorer, MemoryAccentStats  # noqa: E402
-from vien.text.accents import SyllableCounts, syllable_accuracy  # noqa: E402
+from vien.text.accents import Restoration, SyllableCounts, restore, syllable_accuracy  # noqa: E402
+from vien_router.langid import is_english_word  # noqa: E402
 
 QUERIES = REPO / "tests" / "data" / "langid_labelled.tsv"
 SAMPLES = REPO / "services" / "vien" / "samples" / "documents.jsonl"
@@ -52,13 +53,18 @@ def _pct(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e3
 
 
+def _router_restore(restorer: AccentRestorer, text: str, scope: str) -> Restoration:
+    """What the router does per Vietnamese query (vien_router.logic.Router._restore)."""
+    return restore(text, restorer.model(scope), keep_lone=is_english_word)
+
+
 def _time(restorer: AccentRestorer, scope: str, texts: list[str], passes: int) -> dict[str, Any]:
     clock = time.perf_counter_ns
     samples = []
     for _ in range(passes):
         for t in texts:
             t0 = clock()
-            restorer.restore(t, scope)
+            _router_restore(restorer, t, scope)
             samples.append(clock() - t0)
     samples.sort()
     return {"p50_us": round(_pct(samples, 0.5), 1), "p99_us": round(_pct(samples, 0.99), 1),
@@ -88,8 +94,8 @@ def run(ns: Any = None) -> dict[str, Any]:
                            "mean_syllables": round(sum(len(t.split()) for t in typed) / len(typed), 1)}
     for scope, texts in scopes.items():
         model = restorer.model(scope)
-        restorer.restore(typed[0], scope)  # warm the candidate cache as a running router has it
-        judged = [syllable_accuracy(orig, restorer.restore(t, scope).text) for orig, t in rows if orig]
+        _router_restore(restorer, typed[0], scope)  # warm the candidate cache as a running router has it
+        judged = [syllable_accuracy(orig, _router_restore(restorer, t, scope).text) for orig, t in rows if orig]
         out[scope] = {"docs": len(texts), "syllables_counted": model.counts.total,
                       "distinct_bigrams": len(model.counts.bigrams),
                       "restore": _time(restorer, scope, typed, passes=20),
