@@ -110,15 +110,6 @@ def test_query_weights() -> None:
     assert weights(LexicalEncoder(PLAIN).query("a b b")) == {term_id("w:a"): 1.0, term_id("w:b"): 1.0}
 
 
-def test_a_restored_query_adds_its_accented_words_to_the_folded_terms() -> None:
-    enc = LexicalEncoder(LexicalConfig(stem=False, bigram_weight=0.3))
-    folded = {term_id("f:kinh"): 1.0, term_id("f:te"): 1.0, term_id("b:kinh te"): 0.3}
-    assert weights(enc.query("kinh te", "kinh tế", 0.5)) == pytest.approx({**folded, term_id("w:tế"): 0.5})
-    assert weights(enc.query("kinh te", "kinh tế", 0.0)) == pytest.approx(folded)
-    # an accented query is its own: a restored text (there is none) would change nothing
-    assert weights(enc.query("kinh tế", "kinh tế", 0.5)) == weights(enc.query("kinh tế"))
-
-
 def test_unaccented_query_shares_terms_with_accented_document_only_when_folding() -> None:
     doc = "Phở bò Hà Nội ninh xương"
     for cfg, overlaps in ((LexicalConfig(), True), (LexicalConfig(fold=False, bigrams=False), False)):

@@ -219,7 +219,7 @@ class Searcher:
         sv = SparseVector([], [])
         if mode != "dense":
             t0 = time.perf_counter()
-            sv = self._lexical[pname].query(query, restored, prof.search.restored_word_weight)
+            sv = self._lexical[pname].query(query)  # folded terms of the query as typed
             stage["lexical"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         if mode == "sparse":

@@ -43,23 +43,16 @@ class LexicalEncoder:
         norm = c.k1 * (1.0 - c.b + c.b * n / c.avg_doc_terms)
         return _vector({t: f * (c.k1 + 1.0) / (f + norm) for t, f in tf.items()})
 
-    def query(self, text: str, restored: str = "", restored_weight: float = 0.0) -> SparseVector:
+    def query(self, text: str) -> SparseVector:
         """Query weights. A query typed entirely without diacritics (an English one, or Vietnamese typed
         without accents) is matched on folded terms only, at full weight: its bare words would otherwise
-        match the unaccented syllables of other Vietnamese words. When its accents were restored
-        (`restored`), the restored words are added as word terms at `restored_weight`: the folded terms
-        still match whatever the restorer got wrong."""
+        match the unaccented syllables of other Vietnamese words (also when the router restored its accents
+        for the dense side: adding the restored words as terms measured worse, docs/quality.md §4)."""
         c = self.config
         unaccented = c.fold and all(fold(w) == w for w in words(text))
         kind_weight = {WORD: 1.0, FOLDED: 1.0 if unaccented else c.fold_weight, BIGRAM: c.bigram_weight}
         tf, _ = self.terms(text, unaccented_query=unaccented)
-        weights = {t: kind_weight[t[0]] for t in tf if kind_weight[t[0]] > 0}
-        if unaccented and restored and restored_weight > 0:
-            ws = [stem(w) for w in words(restored)] if c.stem else words(restored)
-            for w in ws:
-                if fold(w) != w:  # an accented word: a term the query as typed did not have
-                    weights[term(WORD, w)] = restored_weight
-        return _vector(weights)
+        return _vector({t: kind_weight[t[0]] for t in tf if kind_weight[t[0]] > 0})
 
 
 def _vector(weights: dict[str, float]) -> SparseVector:

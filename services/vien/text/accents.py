@@ -5,8 +5,11 @@ Each plain-ASCII token that is a Vietnamese syllable ("ma") can stand for severa
 mã, mạ, mả: `vien.text.syllables`); the most likely sequence is found by Viterbi over a smoothed syllable bigram
 model, so context decides ("ma" in "bóng ma" vs "má" in "ba má"):
 
-    P(w | v) = (c(v w) + β·P1(w)) / (c(v) + β)          bigram, Dirichlet-smoothed towards the unigram
-    P1(w)    = (c(w) + μ·P0(w)) / (N + μ)               unigram, smoothed towards a general prior P0
+    P(w | v) = max(c(v w) − D, 0) / c(v) + D·N1+(v)/c(v) · P1(w)    bigram, interpolated absolute discounting
+    P1(w)    = (c(w) + μ·P0(w)) / (N + μ)                          unigram, smoothed towards a general prior P0
+
+(N1+(v): how many distinct syllables follow v, so a context seen with many different followers, such as "là",
+backs off more to the unigram than one seen with few.)
 
 c(·) are `SyllableCounts` from documents (ingest keeps a tenant's up to date; the evaluation counts its corpus);
 P0 is a general prior over accented syllables: the unigram probabilities of the XLM-R SentencePiece pieces that
@@ -41,7 +44,7 @@ from vien.text.syllables import ACCENTED_SYLLABLES, FOLDED_SYLLABLES, accented_f
 PRIOR_FILE = "vi-syllable-prior.v1.json"
 PRIOR_VERSION = 1  # bump when build_prior changes: a cached prior of another version is rebuilt
 PRIOR_SOURCE = "multilingual-e5-small/tokenizer.json"
-START = "<s>"
+START, END = "<s>", "</s>"  # a run of syllables starts / ends (text edge, punctuation, another word)
 # A chunk between spaces: optional opening punctuation, the letters, optional closing punctuation.
 _CHUNK = re.compile(r"\S+")
 _TOKEN = re.compile(r"([\"'(\[{«“‘]*)([A-Za-z]+)([.,!?;:\"')\]}»”’…]*)")
@@ -49,8 +52,8 @@ _TOKEN = re.compile(r"([\"'(\[{«“‘]*)([A-Za-z]+)([.,!?;:\"')\]}»”’…]
 _DOC_TOKEN = re.compile(r"[^\W\d_]+|[^\w\s]+|\d+")
 _FOREIGN = "foreign"
 MAX_RESTORE_CHARS = 2000          # longer texts are left alone (a query, not a document)
-MU, BETA = 100.0, 16.0             # prior strength of the unigram, unigram strength of the bigram (tuned on the
-#                                   eval corpora's own text, not on the eval queries)
+MU, DISCOUNT = 100.0, 0.75        # prior strength of the unigram; absolute discount of the bigram counts (tuned
+#                                   on held-out text of the eval corpora, not on the eval queries)
 ASCII_PRIOR_DISCOUNT = 0.02       # × P0 of a plain-ASCII form (its XLM-R piece is shared with other languages)
 
 
@@ -87,6 +90,7 @@ class SyllableCounts:
         for run in syllable_runs(text):
             self.unigrams.update(run)
             self.bigrams[f"{START} {run[0]}"] += 1
+            self.bigrams[f"{run[-1]} {END}"] += 1
             self.bigrams.update(f"{a} {b}" for a, b in pairwise(run))
 
     def add_texts(self, texts: Iterable[str]) -> SyllableCounts:
@@ -169,10 +173,10 @@ class AccentModel:
     """Immutable scorer: a prior P0 and document counts. Build a new one when the counts change."""
 
     def __init__(self, prior: dict[str, float] | None = None, counts: SyllableCounts | None = None,
-                 mu: float = MU, beta: float = BETA, max_candidates: int = 8, min_ratio: float = 1e-3) -> None:
+                 mu: float = MU, discount: float = DISCOUNT, max_candidates: int = 8, min_ratio: float = 1e-3) -> None:
         self.prior = prior or {}
         self.counts = counts or SyllableCounts()
-        self.mu, self.beta = mu, beta
+        self.mu, self.discount = mu, discount
         self.max_candidates, self.min_ratio = max_candidates, min_ratio
         self._n = self.counts.total
         self._floor = min(self.prior.values(), default=1e-7) * 0.1
@@ -181,8 +185,13 @@ class AccentModel:
         for k, n in self.counts.bigrams.items():
             v, w = k.split(" ", 1)
             self._next.setdefault(v, {})[w] = n
-        self._log_ctx = {v: math.log(sum(nx.values()) + beta) for v, nx in self._next.items()}
-        self._log_beta = math.log(beta)
+        # per context v: 1 / c(v) and the back-off weight D · N1+(v) / c(v) (distinct followers of v)
+        self._ctx: dict[str, tuple[float, float]] = {}
+        for v, nx in self._next.items():
+            cv = sum(nx.values())
+            self._ctx[v] = (1.0 / cv, discount * len(nx) / cv)
+        runs = sum(self._next.get(START, {}).values())
+        self._p_end = runs / (self._n + runs) if runs else 0.0  # P1 of the end of a run
         self.has_counts = self._n > 0
         self.empty = not self.prior and not self._n
         self._candidates = lru_cache(maxsize=20_000)(self._candidates_uncached)
@@ -206,12 +215,25 @@ class AccentModel:
         return self._candidates(folded)
 
     def _transitions(self, prev: str, cands: tuple[tuple[str, float], ...]) -> list[float]:
-        """log P(w | prev) for each candidate w."""
+        """log P(w | prev) for each candidate w (interpolated absolute discounting)."""
         nx = self._next.get(prev)
         if nx is None:  # never seen as a context: P(w | prev) = P1(w)
             return [math.log(p) for _, p in cands]
-        lc, b = self._log_ctx[prev], self.beta
-        return [math.log(nx.get(w, 0) + b * p) - lc for w, p in cands]
+        inv, backoff = self._ctx[prev]
+        d = self.discount
+        return [math.log(max(nx.get(w, 0) - d, 0.0) * inv + backoff * p) for w, p in cands]
+
+    def _transitions_end(self, cands: tuple[tuple[str, float], ...]) -> list[float]:
+        """log P(</s> | w) for each candidate w."""
+        out = []
+        for w, _ in cands:
+            nx = self._next.get(w)
+            if nx is None:
+                out.append(math.log(self._p_end))
+            else:
+                inv, backoff = self._ctx[w]
+                out.append(math.log(max(nx.get(END, 0) - self.discount, 0.0) * inv + backoff * self._p_end))
+        return out
 
     def transition(self, prev: str, w: str) -> float:
         """log P(w | prev)."""
@@ -242,10 +264,13 @@ class AccentModel:
             back.append(bk_row)
             fwd.append(f_row)
         bwd: list[list[float]] = [[0.0] * len(c) for c in lattice]
+        if self._p_end > 0:  # how likely each last candidate ends a run
+            bwd[-1] = self._transitions_end(lattice[-1])
+            best[-1] = [b + e for b, e in zip(best[-1], bwd[-1], strict=True)]
         for i in range(n - 2, -1, -1):
             t, nb = trans[i + 1], bwd[i + 1]
             bwd[i] = [_logsumexp([tj[k] + nb[k] for k in range(len(nb))]) for tj in t]
-        z = _logsumexp(fwd[-1])
+        z = _logsumexp([f + e for f, e in zip(fwd[-1], bwd[-1], strict=True)])
         k = max(range(len(lattice[-1])), key=best[-1].__getitem__)
         path = [0] * n
         for i in range(n - 1, -1, -1):
