@@ -115,7 +115,7 @@ class SearchConfig(_Strict):
     cross_language_sparse_factor: float = Field(default=0.0, ge=0.0, le=1.0)  # × sparse_weight, other-language hits
     unaccented_dense_factor: float = Field(default=0.3, ge=0.0, le=1.0)       # × dense_weight, unaccented vi queries
     # × dense_weight when the router restored the query's accents (its dense vector is then a Vietnamese one)
-    restored_dense_factor: float = Field(default=1.0, ge=0.0, le=10.0)
+    restored_dense_factor: float = Field(default=0.7, ge=0.0, le=10.0)
     # × the share of the query's words found in the best lexical hit: min-max makes the best lexical hit 1.0
     # even when all it shares with the query is one folded syllable ("đá" ~ "Đà"); coverage keeps it weak.
     sparse_coverage: bool = True
