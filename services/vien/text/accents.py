@@ -180,7 +180,7 @@ class AccentModel:
         self.max_candidates, self.min_ratio = max_candidates, min_ratio
         self._n = self.counts.total
         self._floor = min(self.prior.values(), default=1e-7) * 0.1
-        # c(v w) by v, and log(c(v) + β) where c(v) counts v as a left context
+        # c(v w) by context v
         self._next: dict[str, dict[str, int]] = {}
         for k, n in self.counts.bigrams.items():
             v, w = k.split(" ", 1)
