@@ -191,3 +191,45 @@ def test_redis_stats_add_up_across_writers_and_survive_an_outage(redis_server, p
         await restorer.close()
 
     asyncio.run(go())
+
+
+def test_router_restores_per_profile_settings_and_request_flag(settings, prior: dict[str, float]) -> None:
+    """The router's logic with the real query-embedder logic in process: restoration is on by default with the
+    tenant's counts, off per request, off per profile (accents.restore), and off for a tenant without counted
+    documents unless accents.restore_without_documents."""
+    from vien.embedding.cache import QueryCache
+    from vien.evaluation.query_path import InProcessQueryClient, NoDocumentClient
+    from vien.runtime.config import AccentsConfig
+    from vien_query_embedder.logic import QueryEmbedder
+    from vien_router.logic import Router
+
+    base = settings.config
+    name = base.routing.default
+
+    def config(**accents: bool):
+        prof = base.profiles[name].model_copy(update={"accents": AccentsConfig(**accents)})
+        return base.model_copy(update={"profiles": {**base.profiles, name: prof}})
+
+    async def go() -> None:
+        qemb = QueryEmbedder(settings, base, QueryCache(None))
+        await qemb.start()
+        stats = MemoryAccentStats()
+        await stats.add("acme", SyllableCounts().add_texts(DOCS))
+        try:
+            async def restored(cfg, scope: str = "acme", **kw) -> str:
+                restorer = AccentRestorer(prior, stats)
+                await restorer.refresh(scope)
+                router = Router(cfg, InProcessQueryClient(qemb), NoDocumentClient(), restorer=restorer)
+                res = await router.embed(["gia ve may bay di da nang", "cheap flights"], accent_scope=scope, **kw)
+                assert res.embeddings[1].restored_text == ""
+                return res.embeddings[0].restored_text
+
+            assert await restored(config()) == "giá vé máy bay đi đà nẵng"
+            assert await restored(config(), restore_accents=False) == ""
+            assert await restored(config(restore=False)) == ""
+            assert await restored(config(), scope="nobody") == ""   # no documents counted: not restored
+            assert await restored(config(restore_without_documents=True), scope="nobody") != ""
+        finally:
+            await qemb.close()
+
+    asyncio.run(go())
