@@ -15,6 +15,7 @@ from vien.runtime.config import LexicalConfig, SearchConfig, VienConfig
 from vien.runtime.errors import FailedPrecondition, InvalidArgument
 from vien.store.base import Point, SearchFilter
 from vien.store.edge import EdgeStore
+from vien.text.accents import AccentModel, SyllableCounts, load_prior, restore
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_ingest.grpc_app import token_counters
 from vien_ingest.processor import IngestProcessor, Record
@@ -48,7 +49,8 @@ class LocalModel:
     async def encode(self, texts: list[str], profile: str) -> list[np.ndarray]:
         return self._embed("document", texts)
 
-    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float) -> QueryVector:
+    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float,
+                          restore_accents: bool = True, tenant: str = "") -> QueryVector:
         self.query_calls += 1
         return QueryVector(self._embed("query", [text])[0], profile or PROFILE, detect(text))
 
@@ -253,3 +255,40 @@ def test_a_lone_folded_match_does_not_outweigh_dense(model, indexed) -> None:
     res = search(Searcher(config, model, store), "phố cổ", mode="hybrid", top_k=4)
     assert [(h.doc_id, round(h.score, 5)) for h in res.hits] == expected_weighted(
         store, config, model, "phố cổ", "t1", 1.0, 0.0, 4)
+
+
+class RestoringModel(LocalModel):
+    """The router's part in process: restore the accents of an unaccented Vietnamese query from the tenant's
+    documents (vien.text.accents), embed the restored text and say so."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.accents = AccentModel(load_prior(settings.models_dir), SyllableCounts().add_texts(DOCS.values()))
+
+    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float,
+                          restore_accents: bool = True, tenant: str = "") -> QueryVector:
+        r = restore(text, self.accents)
+        if not (restore_accents and r.restored):
+            return await super().embed_query(text, profile, dimensions, timeout)
+        return QueryVector(self._embed("query", [r.text])[0], profile or PROFILE, detect(text), r.text, r.confidence)
+
+
+def test_a_restored_query_is_dense_on_the_restored_text_and_lexical_on_the_folded_terms(settings, indexed) -> None:
+    """Hybrid with a restored query: the dense list is that of the restored text, weighted by
+    restored_dense_factor (not unaccented_dense_factor); the lexical list is that of the query as typed."""
+    store, config = indexed
+    cfg = with_profile(config, search=SearchConfig(mode="hybrid", restored_dense_factor=0.7, sparse_coverage=False))
+    prof = cfg.profiles[PROFILE]
+    model = RestoringModel(settings)
+    q = "may in bao loi khi ket giay"
+    res = search(Searcher(cfg, model, store), q, top_k=4)
+    assert res.restored_query == "máy in báo lỗi khi kẹt giấy" and 0.5 < res.restore_confidence <= 1.0
+    flt = SearchFilter(tenant="t1")
+    dense = store.search(prof.collection, model._embed("query", [res.restored_query])[0], prof.search.prefetch_k, flt)
+    sparse = store.search_sparse(prof.collection, LexicalEncoder(prof.lexical).query(q), prof.search.prefetch_k, flt)
+    fused = fusion_fn.weighted_sum([(dense, 0.7), (sparse, 1.0)])[:4]
+    assert [(h.doc_id, round(h.score, 5)) for h in res.hits] == [(h.payload["doc_id"], round(h.score, 5))
+                                                                   for h in fused]
+    assert res.hits[0].doc_id == "err"
+    off = search(Searcher(cfg, model, store), q, top_k=4, restore_accents=False)
+    assert not off.restored_query  # then unaccented_dense_factor applies, as before

@@ -19,6 +19,7 @@ from vien.runtime.grpc_client import aio_channel
 from vien.runtime.grpc_server import HealthReporter
 from vien.store.base import VectorStore
 from vien.store.factory import open_store
+from vien.text.accent_stats import AccentStats, open_accent_stats
 from vien.v1 import embedder_pb2, embedder_pb2_grpc
 from vien_ingest.processor import CountTokens, IngestProcessor
 from vien_ingest.worker import IngestWorker
@@ -69,6 +70,7 @@ class IngestApp:
         self._task: asyncio.Task[None] | None = None
         self._store: VectorStore | None = None
         self._channel: grpc.aio.Channel | None = None
+        self._accent_stats: AccentStats | None = None
 
     def services(self) -> list[tuple[object, object]]:
         return []
@@ -79,7 +81,9 @@ class IngestApp:
         self._channel = aio_channel(s.doc_embedder_addr, s)
         encoder = GrpcDocEncoder(s.doc_embedder_addr, embedder_pb2_grpc.DocEmbedderStub(self._channel))
         counters = await asyncio.to_thread(token_counters, s.config, s)
-        processor = IngestProcessor(s.config, self._store, encoder, counters, detect)
+        if any(p.accents.document_statistics for p in s.config.profiles.values()):
+            self._accent_stats = open_accent_stats(s.redis_url)
+        processor = IngestProcessor(s.config, self._store, encoder, counters, detect, accent_stats=self._accent_stats)
         self.worker = IngestWorker(s, processor, local_broker=bool(env.get("VIEN_KAFKA_LOCAL")))
         await self.worker.connect()
 
@@ -104,5 +108,7 @@ class IngestApp:
             await self.worker.close()
         if self._channel is not None:
             await self._channel.close()
+        if self._accent_stats is not None:
+            await self._accent_stats.close()
         if self._store is not None:
             await asyncio.to_thread(self._store.close)

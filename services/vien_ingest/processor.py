@@ -35,6 +35,8 @@ from vien.runtime.config import VienConfig
 from vien.runtime.errors import InvalidArgument, NotFound, UpstreamError
 from vien.runtime.telemetry import ATTR_BATCH_SIZE, ATTR_LANG, ATTR_PROFILE, tracing_enabled
 from vien.store.base import Point, SparseVector, VectorStore
+from vien.text.accent_stats import AccentStats
+from vien.text.accents import SyllableCounts
 from vien.v1.documents_pb2 import DocumentEvent
 
 log = logging.getLogger("vien.ingest")
@@ -91,7 +93,8 @@ class _Doc:
 class IngestProcessor:
     def __init__(self, config: VienConfig, store: VectorStore, encoder: DocEncoder,
                  counters: dict[str, CountTokens], detect: Callable[[str], str],
-                 overlap_tokens: int = 32, concurrency: int = 3, request_texts: int = 64) -> None:
+                 overlap_tokens: int = 32, concurrency: int = 3, request_texts: int = 64,
+                 accent_stats: AccentStats | None = None) -> None:
         self.config = config
         self.store = store
         self.encoder = encoder
@@ -103,6 +106,7 @@ class IngestProcessor:
         self._lookups = asyncio.Semaphore(32)
         self._ensured: set[str] = set()
         self._tracing = tracing_enabled()
+        self.accent_stats = accent_stats  # syllable counts of what is written, per tenant (accent restoration)
         self._lexical = {name: LexicalEncoder(p.lexical) for name, p in config.profiles.items() if p.lexical.enabled}
 
     # ------------------------------------------------------------------ tracing
@@ -340,6 +344,20 @@ class IngestProcessor:
 
         await self._write(todo, out)
         out.stage_s["write"] = time.perf_counter() - t0
+        if self.accent_stats is not None:
+            await self._count_syllables([d for d in todo if d.event.op == UPSERT])
+
+    async def _count_syllables(self, docs: list[_Doc]) -> None:
+        """Add the syllable counts of the documents just written to their tenants' accent statistics (after
+        the store acknowledged; a redelivered batch counts twice, which only scales a tenant's counts)."""
+        assert self.accent_stats is not None
+        texts: dict[str, list[str]] = {}
+        for d in docs:
+            if d.profile and self.config.profiles[d.profile].accents.document_statistics:
+                texts.setdefault(d.event.tenant, []).append(f"{d.event.title}\n{d.event.text}")
+        for tenant, ts in texts.items():
+            counts = await asyncio.to_thread(SyllableCounts().add_texts, ts)
+            await self.accent_stats.add(tenant, counts)
 
     async def _write(self, docs: list[_Doc], out: BatchOutcome) -> None:
         by_collection: dict[str, list[Point]] = {}

@@ -8,6 +8,7 @@ import grpc
 
 from vien.embedding.cache import QueryCache
 from vien.embedding.requests import check_texts
+from vien.runtime.auth import caller_tenant
 from vien.runtime.config import LANGS, Settings
 from vien.runtime.errors import UpstreamError
 from vien.runtime.grpc_client import aio_channel, remaining_timeout
@@ -22,6 +23,7 @@ from vien.runtime.telemetry import (
     annotate,
     joined,
 )
+from vien.text.accent_stats import ALL, AccentRestorer, open_accent_stats
 from vien.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc, router_pb2
 from vien_router.logic import DOCUMENT, QUERY, Encoded, EncodedText, Router
 
@@ -67,6 +69,8 @@ class RouterServicer:
             list(request.texts), kind=kind, profile=request.profile, dimensions=request.dimensions,
             strict=request.strict, lang=request.lang, bypass_cache=request.bypass_cache,
             timeout=remaining_timeout(context, 30.0), sparse=request.sparse,
+            restore_accents=not request.no_accent_restoration,
+            accent_scope=caller_tenant(request.accent_tenant, "accent_tenant") or ALL,
         )
         hits = sum(e.cache_hit for e in res.embeddings)
         annotate({ATTR_PROFILE: joined(e.profile for e in res.embeddings),
@@ -77,7 +81,8 @@ class RouterServicer:
             embeddings=[
                 common_pb2.Embedding(vector=e.vector, dims=e.dims, profile=e.profile, model_id=e.model_id,
                                      lang=e.lang, lang_score=e.lang_score, token_count=e.token_count,
-                                     truncated=e.truncated, cache_hit=e.cache_hit,
+                                     truncated=e.truncated, cache_hit=e.cache_hit, restored_text=e.restored_text,
+                                     restore_confidence=e.restore_confidence,
                                      sparse=None if e.sparse is None else common_pb2.LexicalSparseVector(
                                          indices=e.sparse.indices, values=e.sparse.values))
                 for e in res.embeddings
@@ -129,6 +134,7 @@ class RouterApp:
         self.settings = settings
         self._channels: list[grpc.aio.Channel] = []
         self._cache: QueryCache | None = None
+        self._restorer: AccentRestorer | None = None
         self.router: Router
 
     def services(self) -> list[tuple[object, object]]:
@@ -140,12 +146,16 @@ class RouterApp:
         d_ch = aio_channel(s.doc_embedder_addr, s)
         self._channels = [q_ch, d_ch]
         self._cache = QueryCache(s.redis_url) if s.redis_url else None
+        if any(p.accents.restore for p in s.config.profiles.values()):
+            stats = (open_accent_stats(s.redis_url)
+                     if any(p.accents.document_statistics for p in s.config.profiles.values()) else None)
+            self._restorer = AccentRestorer.from_models_dir(s.models_dir, stats)
         self.router = Router(
             s.config,
             GrpcEmbedderClient("query-embedder", s.query_embedder_addr,
                                embedder_pb2_grpc.QueryEmbedderStub(q_ch)),
             GrpcEmbedderClient("doc-embedder", s.doc_embedder_addr, embedder_pb2_grpc.DocEmbedderStub(d_ch)),
-            cache=self._cache,
+            cache=self._cache, restorer=self._restorer,
         )
 
     async def stop(self) -> None:
@@ -153,3 +163,5 @@ class RouterApp:
             await ch.close()
         if self._cache is not None:
             await self._cache.close()
+        if self._restorer is not None:
+            await self._restorer.close()

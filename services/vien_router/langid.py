@@ -51,10 +51,13 @@ import re
 import unicodedata
 from typing import Any
 
+from vien.text.syllables import FOLD as _STRIP
+from vien.text.syllables import FOLDED_SYLLABLES
+
 VI, EN, OTHER = "vi", "en", "other"
 NO_LETTERS_LANG = OTHER
 
-__all__ = ["EN", "NO_LETTERS_LANG", "OTHER", "VI", "detect", "detect_with_score"]
+__all__ = ["EN", "NO_LETTERS_LANG", "OTHER", "VI", "detect", "detect_with_score", "is_english_word"]
 
 # --------------------------------------------------------------------------------------------------
 # Letters
@@ -63,17 +66,6 @@ _VI_UNIQUE = frozenset("đăơưĩũạảấầẩẫậắằẳẵặẹẻ�
 # Diacritics Vietnamese shares with other Latin-script languages.
 _VI_SHARED = frozenset("àáâãèéêìíòóôõùúý")
 _ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
-_STRIP = str.maketrans(
-    {
-        **{c: "a" for c in "àáâãạảấầẩẫậăắằẳẵặ"},
-        **{c: "e" for c in "èéêẹẻẽếềểễệ"},
-        **{c: "i" for c in "ìíĩỉị"},
-        **{c: "o" for c in "òóôõọỏốồổỗộơớờởỡợ"},
-        **{c: "u" for c in "ùúũụủưứừửữự"},
-        **{c: "y" for c in "ýỳỵỷỹ"},
-        "đ": "d",
-    }
-)
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\S+|\S+\.(?:com|vn|net|org|io)\S*", re.I)
 # Letter runs, keeping English contractions ("don't", "it's") in one token.
@@ -82,81 +74,8 @@ _LATIN_CHARS = re.compile(r"^[a-z\u00c0-\u024f\u1e00-\u1effʼ'’]+$")
 # Scripts written without spaces between words: count about two characters a word.
 _NOSPACE = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
 
-# --------------------------------------------------------------------------------------------------
-# Vietnamese syllables (unaccented spelling), generated from onsets x rhymes with spelling rules
-# --------------------------------------------------------------------------------------------------
-_ONSETS = (
-    "",
-    "b",
-    "c",
-    "ch",
-    "d",
-    "g",
-    "gh",
-    "gi",
-    "h",
-    "k",
-    "kh",
-    "l",
-    "m",
-    "n",
-    "ng",
-    "ngh",
-    "nh",
-    "ph",
-    "qu",
-    "r",
-    "s",
-    "t",
-    "th",
-    "tr",
-    "v",
-    "x",
-)
-_RHYMES = """a ai ao au ay âu ây e eo ê êu i ia iu iêu o oi ô ôi ơ ơi u ua ui uôi ư ưa ưi ưu ươi ươu y yêu
-oa oai oay oe oeo uê uy uya uây uyu uơ
-ac ach am an ang anh ap at ăc ăm ăn ăng ăp ăt âc âm ân âng âp ât ec em en eng ep et êch êm ên ênh êp êt
-ich im in inh ip it oc om on ong op ot ooc oong ôc ôm ôn ông ôp ôt ơm ơn ơp ơt uc um un ung up ut
-ưc ưng ưt ưm ưn iêc iêm iên iêng iêp iêt yêm yên yêng yêt uôc uôm uôn uông uôt ươc ươm ươn ương ươp ươt
-oac oach oan oang oanh oap oat oăc oăm oăn oăng oăt oen oet oem uân uâng uât uêch uênh uych uyn uynh uyp
-uyt uyên uyêt""".split()
-_FRONT = frozenset("eêiy")
-_MEDIAL = ("oa", "oă", "oe", "uâ", "uê", "uy", "uơ")
-
-
-def _rhyme_ok(onset: str, rhyme: str) -> bool:
-    f = rhyme[0]
-    if rhyme.startswith("yê") and onset:
-        return False  # "yê" only stands alone: yên, yêu (with an onset it is spelled "iê")
-    if onset == "c" and (f in _FRONT or rhyme.startswith(_MEDIAL)):
-        return False  # k before e/ê/i/y, qu for the labialised onset
-    if onset == "k" and f not in _FRONT:
-        return False
-    if onset in ("g", "ng") and f in "eê":
-        return False  # gh / ngh before e, ê
-    if onset == "ng" and f == "i":
-        return False
-    if onset in ("gh", "ngh") and f not in "eêi":
-        return False
-    if onset == "qu" and (f in "uư" or rhyme.startswith(("oa", "oe", "oă"))):
-        return False
-    if onset == "gi" and f == "i":
-        return False
-    # no medial o/u after labials
-    return not (onset in ("b", "m", "ph", "v") and rhyme.startswith(_MEDIAL))
-
-
-def _build_syllables() -> frozenset[str]:
-    out = set()
-    for o in _ONSETS:
-        for r in _RHYMES:
-            if _rhyme_ok(o, r):
-                out.add((o + r).translate(_STRIP))
-    out.update({"pin", "pa", "pi"})  # the few loan syllables with a bare p
-    return frozenset(out)
-
-
-_SYLLABLES = _build_syllables()
+# Vietnamese syllables (unaccented spelling): onsets x rhymes with the spelling rules (vien.text.syllables)
+_SYLLABLES = FOLDED_SYLLABLES
 
 
 # --------------------------------------------------------------------------------------------------
@@ -451,6 +370,13 @@ def _vi_or_en(p_vi: float, p_en: float, score: float) -> tuple[str, float]:
 # --------------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------------
+def is_english_word(word: str) -> bool:
+    """Whether `word` is a known English word, Vietnamese-shaped ones included ("top", "ram", "bus"; not
+    the Vietnamese-leaning "ban", "tin", "con"): accent restoration leaves such a word alone beside English."""
+    w = word.lower()
+    return w in _EN_FUNCTION or w in _EN_WORDS or _AMBIG_WORDS.get(w, 0.0) < 0.0
+
+
 def detect(text: str, *, no_letters: str = NO_LETTERS_LANG) -> str:
     """The language of *text*: ``VI``, ``EN`` or ``OTHER``."""
     return detect_with_score(text, no_letters=no_letters)[0]

@@ -17,7 +17,9 @@ from vien.lexical import LexicalEncoder
 from vien.runtime.config import LANGS, VienConfig
 from vien.runtime.errors import InvalidArgument, UpstreamError
 from vien.store.base import SparseVector
-from vien_router.langid import detect_with_score
+from vien.text.accent_stats import ALL, AccentRestorer
+from vien.text.accents import restore
+from vien_router.langid import detect_with_score, is_english_word
 
 QUERY, DOCUMENT = "query", "document"
 _INDEXED_FIELD = re.compile(r"^texts\[(\d+)\]")
@@ -58,6 +60,8 @@ class RoutedEmbedding:
     token_count: int
     truncated: bool
     cache_hit: bool
+    restored_text: str = ""          # what was embedded instead of the text (accents restored), else ""
+    restore_confidence: float = 0.0
     sparse: SparseVector | None = None  # only when asked for (embed(sparse=True))
 
 
@@ -78,8 +82,9 @@ def _remap_field(message: str, indices: list[int]) -> str:
 class Router:
     def __init__(self, config: VienConfig, query: EmbedderClient, document: EmbedderClient,
                  detect: Callable[[str], tuple[str, float]] = detect_with_score,
-                 cache: QueryCache | None = None) -> None:
+                 cache: QueryCache | None = None, restorer: AccentRestorer | None = None) -> None:
         self.config = config
+        self.restorer = restorer  # None: no accent restoration
         self.clients = {QUERY: query, DOCUMENT: document}
         self.detect = detect
         # Read-only view of the query-embedder's cache: a query whose vector is cached is answered here,
@@ -113,6 +118,27 @@ class Router:
         return Encoded([EncodedText(pack(truncate(h.vector, dims)), dims, h.token_count, h.truncated, True)
                         for h in hits if h is not None], f"{ident[0]}@{ident[1]}")
 
+    def _restore(self, texts: list[str], langs: list[tuple[str, float]], groups: dict[str, list[int]],
+                 scope: str) -> dict[int, tuple[str, float]]:
+        """Text index -> (restored text, confidence) for the Vietnamese queries typed without diacritics whose
+        profile restores accents; the restored text is what gets embedded (and is the cache key)."""
+        assert self.restorer is not None
+        out: dict[int, tuple[str, float]] = {}
+        for pname, idx in groups.items():
+            acc = self.config.profiles[pname].accents
+            if not acc.restore:
+                continue
+            model = self.restorer.model(scope if acc.document_statistics else "")
+            if not model.has_counts and not acc.restore_without_documents:
+                continue
+            for i in idx:
+                if langs[i][0] != "vi":
+                    continue
+                r = restore(texts[i], model, keep_lone=is_english_word)
+                if r.restored and r.confidence >= acc.min_confidence:
+                    out[i] = (r.text, r.confidence)
+        return out
+
     def detect_languages(self, texts: list[str]) -> list[tuple[str, float, str]]:
         out = []
         for t in texts:
@@ -122,7 +148,8 @@ class Router:
 
     async def embed(self, texts: list[str], kind: str = QUERY, profile: str = "", dimensions: int = 0,
                     strict: bool = False, lang: str = "", bypass_cache: bool = False,
-                    timeout: float = 30.0, sparse: bool = False) -> RouteResult:
+                    timeout: float = 30.0, sparse: bool = False, restore_accents: bool = True,
+                    accent_scope: str = ALL) -> RouteResult:
         t_start = time.perf_counter()
         if kind not in self.clients:
             raise InvalidArgument("kind", f"must be QUERY or DOCUMENT, got {kind!r}")
@@ -145,11 +172,17 @@ class Router:
                 raise InvalidArgument("sparse", f"profile {pname!r} has no lexical vectors (lexical.enabled is "
                                                 "false in its config); ask without sparse")
 
+        t0 = time.perf_counter()
+        restored: dict[int, tuple[str, float]] = {}
+        if kind == QUERY and restore_accents and self.restorer is not None:
+            restored = self._restore(texts, langs, groups, accent_scope)
+        t_acc = time.perf_counter() - t0
+
         client = self.clients[kind]
         t0 = time.perf_counter()
 
         async def call(pname: str, idx: list[int]) -> tuple[str, list[int], Encoded]:
-            group = [texts[i] for i in idx]
+            group = [restored[i][0] if i in restored else texts[i] for i in idx]
             skip_lookup = bypass_cache
             if kind == QUERY and not bypass_cache and self._identity_fresh(pname):
                 cached = await self._from_cache(pname, group, dimensions, strict)
@@ -176,10 +209,13 @@ class Router:
                 sv = None
                 if lexical is not None:
                     sv = lexical.query(texts[i]) if kind == QUERY else lexical.document(texts[i])
+                rt, rc = restored.get(i, ("", 0.0))
                 out[i] = RoutedEmbedding(i, r.vector, r.dims, pname, enc.model_id, lg, score, r.token_count,
-                                         r.truncated, r.cache_hit, sv)
+                                         r.truncated, r.cache_hit, rt, rc, sv)
         stage = {"langid": t_lang * 1e3, "forward": t_fwd * 1e3}
         if sparse:
             stage["lexical"] = (time.perf_counter() - t0) * 1e3
+        if restored or t_acc >= 1e-4:
+            stage["accents"] = t_acc * 1e3
         stage["total"] = (time.perf_counter() - t_start) * 1e3
         return RouteResult([e for e in out if e is not None], stage)

@@ -24,9 +24,11 @@ class RouterQueryEmbedder:
     def __init__(self, stub: router_pb2_grpc.RouterStub) -> None:
         self.stub = stub
 
-    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float) -> QueryVector:
+    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float,
+                          restore_accents: bool = True, tenant: str = "") -> QueryVector:
         req = router_pb2.EmbedRequest(texts=[text], kind=common_pb2.EMBED_KIND_QUERY, profile=profile,
-                                      dimensions=dimensions)
+                                      dimensions=dimensions, no_accent_restoration=not restore_accents,
+                                      accent_tenant=tenant)
         try:
             # The caller's own key goes on to the router (an edge too), so the router checks the real caller.
             resp = await self.stub.Embed(req, timeout=timeout, metadata=forward_metadata() or None)
@@ -34,7 +36,7 @@ class RouterQueryEmbedder:
             details = (exc.details() or "").replace("texts[0]", "query")
             raise UpstreamError(exc.code(), details) from None
         e = resp.embeddings[0]
-        return QueryVector(np.frombuffer(e.vector, "<f4"), e.profile, e.lang)
+        return QueryVector(np.frombuffer(e.vector, "<f4"), e.profile, e.lang, e.restored_text, e.restore_confidence)
 
 
 def _struct(d: dict) -> struct_pb2.Struct:
@@ -62,6 +64,7 @@ class SearchServicer:
         res = await self.app.searcher.search(
             request.query, tenant, request.top_k, request.lang, dict(request.metadata_filter),
             request.profile, request.dimensions, request.score_threshold, remaining_timeout(context, 30.0), mode,
+            restore_accents=not request.no_accent_restoration,
         )
         annotate({ATTR_PROFILE: res.profile, ATTR_LANG: res.query_lang, "vien.tenant": tenant,
                   "vien.top_k": request.top_k, "vien.hits": len(res.hits), "vien.mode": res.mode})
@@ -71,7 +74,7 @@ class SearchServicer:
                                        version=h.version, tenant=h.tenant) for h in res.hits],
             profile=res.profile, query_lang=res.query_lang,
             timings=common_pb2.Timings(total_ms=res.stage_ms["total"], stage_ms=res.stage_ms),
-            mode=_MODE_ENUM[res.mode],
+            mode=_MODE_ENUM[res.mode], restored_query=res.restored_query, restore_confidence=res.restore_confidence,
         )
 
 

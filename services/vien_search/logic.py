@@ -38,10 +38,13 @@ class QueryVector:
     vector: np.ndarray
     profile: str
     lang: str
+    restored_text: str = ""          # the query with its accents restored, when the router did so
+    restore_confidence: float = 0.0
 
 
 class QueryEmbedder(Protocol):
-    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float) -> QueryVector: ...
+    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float,
+                          restore_accents: bool = True, tenant: str = "") -> QueryVector: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class SearchResult:
     query_lang: str
     stage_ms: dict[str, float] = field(default_factory=dict)
     mode: str = "dense"  # the mode that answered (the profile's default when the request named none)
+    restored_query: str = ""         # what the dense side embedded instead of the query (accents restored)
+    restore_confidence: float = 0.0
 
 
 def is_unaccented(text: str) -> bool:
@@ -131,7 +136,7 @@ class Searcher:
                                   "false; use mode 'dense'")
 
     async def _hybrid(self, prof: ProfileConfig, vector: np.ndarray, sv: SparseVector, top_k: int,
-                      flt: SearchFilter, query: str = "", query_lang: str = "") -> list[Hit]:
+                      flt: SearchFilter, query: str = "", query_lang: str = "", restored: bool = False) -> list[Hit]:
         cfg, coll = prof.search, prof.collection
         if not sv.indices:  # nothing lexical to match (e.g. only punctuation): dense alone
             return await asyncio.to_thread(self.store.search, coll, vector, top_k, flt)
@@ -141,7 +146,9 @@ class Searcher:
         dense, sparse = await asyncio.gather(asyncio.to_thread(self.store.search, coll, vector, pk, flt),
                                              asyncio.to_thread(self.store.search_sparse, coll, sv, pk, flt))
         dense_weight, sparse_weight = cfg.dense_weight, cfg.sparse_weight
-        if query_lang == "vi" and cfg.unaccented_dense_factor != 1.0 and is_unaccented(query):
+        if restored:  # the dense vector is of the query with its accents restored
+            dense_weight *= cfg.restored_dense_factor
+        elif query_lang == "vi" and cfg.unaccented_dense_factor != 1.0 and is_unaccented(query):
             dense_weight *= cfg.unaccented_dense_factor
         if cfg.cross_language_sparse_factor != 1.0 and query_lang and dense and sum(
                 h.payload.get("lang") == query_lang for h in dense) < CROSS_LINGUAL_SHARE * len(dense):
@@ -158,7 +165,8 @@ class Searcher:
 
     async def search(self, query: str, tenant: str, top_k: int = 0, lang: str = "",
                      metadata: dict[str, str] | None = None, profile: str = "", dimensions: int = 0,
-                     score_threshold: float = 0.0, timeout: float = 30.0, mode: str = "") -> SearchResult:
+                     score_threshold: float = 0.0, timeout: float = 30.0, mode: str = "",
+                     restore_accents: bool = True) -> SearchResult:
         t_start = time.perf_counter()
         if not query or not query.strip():
             raise InvalidArgument("query", "must not be empty")
@@ -183,11 +191,14 @@ class Searcher:
 
         stage: dict[str, float] = {}
         vector: np.ndarray | None = None
+        restored, confidence = "", 0.0
         if mode != "sparse":
             t0 = time.perf_counter()
-            qv = await self.embedder.embed_query(query, profile, dimensions, timeout)
+            # The tenant's own documents guide the accent restoration of an unaccented Vietnamese query.
+            qv = await self.embedder.embed_query(query, profile, dimensions, timeout, restore_accents, tenant)
             stage["embed"] = (time.perf_counter() - t0) * 1e3
             pname, query_lang, vector = qv.profile, qv.lang, qv.vector
+            restored, confidence = qv.restored_text, qv.restore_confidence
         prof = self.config.profiles[pname]
         mode = mode or prof.search.mode  # routed by the router: its profile's default
         self._check_lexical(mode, pname, prof)
@@ -200,7 +211,7 @@ class Searcher:
         sv = SparseVector([], [])
         if mode != "dense":
             t0 = time.perf_counter()
-            sv = self._lexical[pname].query(query)
+            sv = self._lexical[pname].query(query)  # folded terms of the query as typed
             stage["lexical"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         if mode == "sparse":
@@ -209,10 +220,10 @@ class Searcher:
         else:
             assert vector is not None
             if mode == "hybrid":
-                hits = await self._hybrid(prof, vector, sv, top_k, flt, query, query_lang)
+                hits = await self._hybrid(prof, vector, sv, top_k, flt, query, query_lang, bool(restored))
             else:
                 hits = await asyncio.to_thread(self.store.search, prof.collection, vector, top_k, flt)
         stage["store"] = (time.perf_counter() - t0) * 1e3
         out = [to_hit(h) for h in hits if h.score >= score_threshold and h.payload.get("tenant") == tenant]
         stage["total"] = (time.perf_counter() - t_start) * 1e3
-        return SearchResult(out, pname, query_lang, stage, mode)
+        return SearchResult(out, pname, query_lang, stage, mode, restored, confidence)

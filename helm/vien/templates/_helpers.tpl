@@ -240,7 +240,9 @@ router queryEmbedder docEmbedder search
 - name: VIEN_INGEST_GROUP
   value: {{ $root.Values.kafka.consumerGroup | quote }}
 {{- end }}
-{{- if eq .key "queryEmbedder" }}
+{{- /* Redis: the query cache (query-embedder writes, router reads) and the accent-restoration statistics
+     (ingest counts, router reads). */}}
+{{- if has .key (list "queryEmbedder" "router" "ingest") }}
 {{- if $root.Values.redis.enabled }}
 - name: VIEN_REDIS_URL
   value: {{ printf "redis://%s:6379/0" (include "vien.componentName" (dict "root" $root "component" "redis")) | quote }}

@@ -90,7 +90,7 @@ async def publish(path: Path, bootstrap: str, topic: str, skip_invalid: bool) ->
 
 
 def search(address: str, query: str, tenant: str, top_k: int, lang: str, timeout: float,
-           mode: str = "") -> dict[str, Any]:
+           mode: str = "", restore_accents: bool = True) -> dict[str, Any]:
     from google.protobuf import json_format
 
     from vien.cli.client import client_channel
@@ -100,12 +100,15 @@ def search(address: str, query: str, tenant: str, top_k: int, lang: str, timeout
     with channel:
         stub = search_pb2_grpc.SearchStub(calls)
         req = search_pb2.SearchRequest(query=query, tenant=tenant, top_k=top_k, lang=lang,
-                                       mode=f"SEARCH_MODE_{(mode or 'unspecified').upper()}")
+                                       mode=f"SEARCH_MODE_{(mode or 'unspecified').upper()}",
+                                       no_accent_restoration=not restore_accents)
         resp = stub.Search(req, timeout=timeout)
     return {
         "query": query, "profile": resp.profile, "query_lang": resp.query_lang,
         "mode": search_pb2.SearchMode.Name(resp.mode).removeprefix("SEARCH_MODE_").lower(),
         "took_ms": round(resp.timings.total_ms, 2),
+        **({"restored_query": resp.restored_query, "restore_confidence": round(resp.restore_confidence, 4)}
+           if resp.restored_query else {}),
         "hits": [{"doc_id": h.doc_id, "score": round(h.score, 5), "text": h.text, "title": h.title,
                   "metadata": json_format.MessageToDict(h.metadata), "chunk_index": h.chunk_index,
                   "lang": h.lang, "version": h.version} for h in resp.hits],

@@ -37,6 +37,7 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
         dataset=Path(ns.dataset), split=ns.split, profile=ns.profile, mode=ns.mode, dims=ns.dims,
         query_encoder=ns.query_encoder, doc_prompt=ns.doc_prompt, query_prompt=ns.query_prompt,
         strip_diacritics=ns.strip_diacritics, limit_queries=ns.limit_queries,
+        restore_accents=not ns.no_accent_restoration,
         cache_dir=None if ns.no_cache else Path(ns.cache_dir) if ns.cache_dir else default_cache_dir(),
         label=ns.label, concurrency=ns.concurrency, progress=not ns.no_progress)
     try:
@@ -87,6 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ev.add_argument("--query-prompt", default="", help="replace every profile's query prompt, e.g. "
                     "'passage: {text}'")
     ev.add_argument("--strip-diacritics", action="store_true", help="remove Vietnamese diacritics from the queries")
+    ev.add_argument("--no-accent-restoration", action="store_true",
+                    help="embed unaccented Vietnamese queries as typed (no accent restoration)")
     ev.add_argument("--limit-queries", type=int, default=0, help="only the first N judged queries")
     ev.add_argument("--out", default="", help="write the summary and per-query scores to this JSON file")
     ev.add_argument("--label", default="", help="name of this run in `vien eval compare` (default: from options)")

@@ -55,7 +55,8 @@ def _cmd_embed(ns: argparse.Namespace) -> int:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     channel, stub = router_stub(ns.router)
     req = router_pb2.EmbedRequest(texts=texts, kind=KINDS[ns.kind], profile=ns.profile or "",
-                                  dimensions=ns.dims or 0, strict=ns.strict, lang=ns.lang or "")
+                                  dimensions=ns.dims or 0, strict=ns.strict, lang=ns.lang or "",
+                                  no_accent_restoration=ns.no_accent_restoration)
     try:
         resp = stub.Embed(req, timeout=ns.timeout)
     except grpc.RpcError as exc:
@@ -68,9 +69,11 @@ def _cmd_embed(ns: argparse.Namespace) -> int:
         channel.close()
         shutdown_tracing()
     for text, e in zip(texts, resp.embeddings, strict=True):
+        restored = {"restored_text": e.restored_text, "restore_confidence": round(e.restore_confidence, 4)}
         print(json.dumps({
             "text": text, "lang": e.lang, "profile": e.profile, "model": e.model_id, "dims": e.dims,
             "tokens": e.token_count, "truncated": e.truncated, "cache_hit": e.cache_hit,
+            **(restored if e.restored_text else {}),
             "embedding": [round(float(x), 7) for x in vector_of(e)],
         }, ensure_ascii=False))
     return 0
@@ -136,7 +139,8 @@ def _cmd_search(ns: argparse.Namespace) -> int:
 
     setup_tracing("search-cli")  # its client span is the root of the query's trace
     try:
-        result = search(ns.search, " ".join(ns.query), ns.tenant, ns.top_k, ns.lang or "", ns.timeout, ns.mode)
+        result = search(ns.search, " ".join(ns.query), ns.tenant, ns.top_k, ns.lang or "", ns.timeout, ns.mode,
+                        restore_accents=not ns.no_accent_restoration)
     except grpc.RpcError as exc:
         code = exc.code()
         if code == grpc.StatusCode.UNAVAILABLE:
@@ -220,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--profile", default="")
     e.add_argument("--lang", default="", help="skip detection: vi|en|other")
     e.add_argument("--strict", action="store_true", help="fail instead of truncating over-long texts")
+    e.add_argument("--no-accent-restoration", action="store_true",
+                   help="embed Vietnamese typed without diacritics as typed (no accent restoration)")
     e.add_argument("--router", default=router_default)
     e.add_argument("--timeout", type=float, default=30.0)
     e.set_defaults(fn=_cmd_embed)
@@ -248,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--lang", default="")
     se.add_argument("--mode", choices=["dense", "hybrid", "sparse"], default="",
                     help="dense (embedding), sparse (BM25 terms) or hybrid (both fused); default: the profile's")
+    se.add_argument("--no-accent-restoration", action="store_true",
+                    help="search an unaccented Vietnamese query as typed (no accent restoration)")
     se.add_argument("--search", default=mesh_address("search", "VIEN_SEARCH_ADDR", "127.0.0.1:50055"))
     se.add_argument("--timeout", type=float, default=30.0)
     se.set_defaults(fn=_cmd_search)
@@ -265,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (results go to bench/RESULTS.md)")
     b.add_argument("what", choices=["query", "langid", "store", "ingest", "search", "http", "tracing",
-                                   "overload", "replicas", "peers", "batch"])
+                                   "overload", "replicas", "peers", "batch", "accents"])
     b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
     b.add_argument("--threads", type=int, default=None,

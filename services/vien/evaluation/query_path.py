@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vien.embedding.vectors import pack, unpack
 from vien.runtime.errors import FailedPrecondition
+from vien.text.accent_stats import ALL
 from vien_query_embedder.logic import QueryEmbedder
 from vien_router.logic import QUERY, Encoded, EncodedText, Router
 from vien_search.logic import QueryVector
@@ -41,7 +42,9 @@ class RoutedQueryEmbedder:
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float) -> QueryVector:
-        res = await self.router.embed([text], kind=QUERY, profile=profile, dimensions=dimensions, timeout=timeout)
+    async def embed_query(self, text: str, profile: str, dimensions: int, timeout: float,
+                          restore_accents: bool = True, tenant: str = "") -> QueryVector:
+        res = await self.router.embed([text], kind=QUERY, profile=profile, dimensions=dimensions, timeout=timeout,
+                                      restore_accents=restore_accents, accent_scope=tenant or ALL)
         e = res.embeddings[0]
-        return QueryVector(unpack(e.vector), e.profile, e.lang)
+        return QueryVector(unpack(e.vector), e.profile, e.lang, e.restored_text, e.restore_confidence)

@@ -33,6 +33,8 @@ from vien.evaluation.query_path import InProcessQueryClient, NoDocumentClient, R
 from vien.runtime.config import Settings
 from vien.store.base import VectorStore
 from vien.store.factory import open_store
+from vien.text.accent_stats import AccentRestorer, MemoryAccentStats
+from vien.text.accents import syllable_accuracy
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_doc_embedder.logic import DocEmbedder
 from vien_ingest.grpc_app import token_counters
@@ -62,6 +64,7 @@ class EvalOptions:
     doc_prompt: str = ""              # replaces every profile's document prompt ("" = the profile's own)
     query_prompt: str = ""            # replaces every profile's query prompt
     strip_diacritics: bool = False
+    restore_accents: bool = True      # the router restores unaccented Vietnamese queries (statistics: the corpus)
     limit_queries: int = 0
     cache_dir: Path | None = None     # None: no embedding cache
     label: str = ""
@@ -119,6 +122,8 @@ def variant_label(opts: EvalOptions) -> str:
         parts.append(f"docs={opts.doc_prompt!r}")
     if opts.strip_diacritics:
         parts.append("unaccented")
+    if not opts.restore_accents:
+        parts.append("no-restore")
     return " ".join(parts)
 
 
@@ -172,8 +177,13 @@ class EvalRun:
                 try:
                     self.timings["start"] = time.perf_counter() - t0
                     encoder = CachingDocEncoder(docs, self.cfgs.docs, cache, self.cfgs.dims)
-                    index = await self._index(ds, store, encoder)
-                    router = Router(self.cfgs.queries, InProcessQueryClient(qemb), NoDocumentClient())
+                    # The corpus is the tenant's documents: ingest counts its syllables for accent restoration.
+                    stats = MemoryAccentStats()
+                    index = await self._index(ds, store, encoder, stats)
+                    restorer = AccentRestorer.from_models_dir(self.settings.models_dir, stats)
+                    await restorer.refresh(TENANT)
+                    router = Router(self.cfgs.queries, InProcessQueryClient(qemb), NoDocumentClient(),
+                                    restorer=restorer)
                     searcher = Searcher(self.cfgs.index, RoutedQueryEmbedder(router), store)
                     per_query = await self._search(ds, searcher)
                 finally:
@@ -187,10 +197,11 @@ class EvalRun:
         self.timings["total"] = time.perf_counter() - t_all
         return {"summary": self._summary(ds, index, per_query, encoder), "per_query": per_query}
 
-    async def _index(self, ds: Dataset, store: VectorStore, encoder: CachingDocEncoder) -> dict[str, Any]:
+    async def _index(self, ds: Dataset, store: VectorStore, encoder: CachingDocEncoder,
+                     stats: MemoryAccentStats) -> dict[str, Any]:
         t0 = time.perf_counter()
         counters = await asyncio.to_thread(token_counters, self.cfgs.index, self.settings)
-        proc = IngestProcessor(self.cfgs.index, store, encoder, counters, detect)
+        proc = IngestProcessor(self.cfgs.index, store, encoder, counters, detect, accent_stats=stats)
         events = [_event(d, self.opts.profile) for d in ds.corpus.values()]
         chunks, dead = 0, []
         bar = _progress(len(events), f"index {ds.name}", "doc", self.opts.progress)
@@ -226,13 +237,14 @@ class EvalRun:
             text = strip_diacritics(q.text) if self.opts.strip_diacritics else q.text
             async with sem:
                 res = await searcher.search(text, TENANT, top_k=MAX_TOP_K, profile=self.opts.profile,
-                                            dimensions=self.opts.dims, **kwargs)
+                                            dimensions=self.opts.dims, restore_accents=self.opts.restore_accents,
+                                            **kwargs)
             ranked = dedupe_doc_ids([h.doc_id for h in res.hits])
             rels = ds.qrels[q.id]
             bar.update(1)
             return {"id": q.id, "lang": q.lang, "detected_lang": res.query_lang, "profile": res.profile,
                     **score_query(ranked, rels), "n_relevant": sum(1 for r in rels.values() if r > 0),
-                    "top10": ranked[:10]}
+                    "top10": ranked[:10], **self._restoration(q.text, text, res)}
 
         try:
             out = list(await asyncio.gather(*(one(q) for q in queries)))
@@ -240,6 +252,29 @@ class EvalRun:
             bar.close()
         self.timings["search"] = time.perf_counter() - t0
         return out
+
+    def _restoration(self, original: str, typed: str, res: Any) -> dict[str, Any]:
+        """Per query: the restored text, its confidence, and (queries stripped here, the original being the
+        truth) how many of its syllables came back right."""
+        if not self.opts.strip_diacritics:
+            return {}
+        out: dict[str, Any] = {"restored": res.restored_query, "restore_confidence": res.restore_confidence}
+        if typed != original:
+            out["syllables"], out["syllables_right"] = syllable_accuracy(original, res.restored_query or typed)
+        return out
+
+    @staticmethod
+    def _restoration_summary(per_query: list[dict[str, Any]]) -> dict[str, Any]:
+        judged = [q for q in per_query if "syllables" in q]
+        if not judged:
+            return {}
+        n = sum(q["syllables"] for q in judged)
+        restored = [q for q in judged if q["restored"]]
+        return {"accent_restoration": {
+            "queries_changed_by_stripping": len(judged), "queries_restored": len(restored),
+            "syllables": n, "syllable_accuracy": round(sum(q["syllables_right"] for q in judged) / n, 6) if n else None,
+            "mean_confidence": round(sum(q["restore_confidence"] for q in restored) / len(restored), 4)
+            if restored else None}}
 
     def _summary(self, ds: Dataset, index: dict[str, Any], per_query: list[dict[str, Any]],
                  encoder: CachingDocEncoder) -> dict[str, Any]:
@@ -279,4 +314,5 @@ class EvalRun:
                                 "path": str(encoder.cache.path) if encoder.cache.path else None},
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "search_qps": round(len(per_query) / self.timings["search"], 1) if self.timings.get("search") else None,
+            **self._restoration_summary(per_query),
         }

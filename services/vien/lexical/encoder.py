@@ -46,7 +46,8 @@ class LexicalEncoder:
     def query(self, text: str) -> SparseVector:
         """Query weights. A query typed entirely without diacritics (an English one, or Vietnamese typed
         without accents) is matched on folded terms only, at full weight: its bare words would otherwise
-        match the unaccented syllables of other Vietnamese words."""
+        match the unaccented syllables of other Vietnamese words (also when the router restored its accents
+        for the dense side: adding the restored words as terms measured worse, docs/quality.md §4)."""
         c = self.config
         unaccented = c.fold and all(fold(w) == w for w in words(text))
         kind_weight = {WORD: 1.0, FOLDED: 1.0 if unaccented else c.fold_weight, BIGRAM: c.bigram_weight}

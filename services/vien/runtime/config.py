@@ -86,6 +86,20 @@ class LexicalConfig(_Strict):
     stem: bool = True                  # English Snowball stemming of ASCII words
 
 
+class AccentsConfig(_Strict):
+    """Accent restoration of queries typed in Vietnamese without diacritics (vien.text.accents): the router
+    embeds the restored text; search matches the folded terms of the query as typed."""
+
+    restore: bool = True
+    # Below this confidence (mean posterior per syllable) the text is embedded as typed.
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Use the statistics of the documents ingest indexed (per tenant, in Redis) on top of the general prior.
+    document_statistics: bool = True
+    # Restore with the general prior alone when the tenant has no documents counted yet. Off: measured 60% of
+    # syllables right on the eval queries without document counts (95% with them), docs/quality.md §4.
+    restore_without_documents: bool = False
+
+
 class SearchConfig(_Strict):
     """How a profile answers a search when the request names no mode, and how hybrid fuses."""
 
@@ -103,6 +117,8 @@ class SearchConfig(_Strict):
     # dense encoder is weak (it never saw such text) and the folded lexical terms are strong.
     cross_language_sparse_factor: float = Field(default=0.0, ge=0.0, le=1.0)  # × sparse_weight, other-language hits
     unaccented_dense_factor: float = Field(default=0.3, ge=0.0, le=1.0)       # × dense_weight, unaccented vi queries
+    # × dense_weight when the router restored the query's accents (its dense vector is then a Vietnamese one)
+    restored_dense_factor: float = Field(default=0.7, ge=0.0, le=10.0)
     # × the share of the query's words found in the best lexical hit: min-max makes the best lexical hit 1.0
     # even when all it shares with the query is one folded syllable ("đá" ~ "Đà"); coverage keeps it weak.
     sparse_coverage: bool = True
@@ -130,6 +146,7 @@ class ProfileConfig(_Strict):
     collection: str
     lexical: LexicalConfig = LexicalConfig()
     search: SearchConfig = SearchConfig()
+    accents: AccentsConfig = AccentsConfig()
 
     @field_validator("query_prompt", "document_prompt")
     @classmethod

@@ -160,6 +160,8 @@ VARS: dict[str, Var] = {v.name: v for v in (
     Var("VIEN_DATA_DIR", "path", None, "where `vien eval` caches corpus embeddings",
         default_doc="`~/.cache/vien`"),
     Var("VIEN_DEBUG", "bool", False, "CLI errors show the traceback", default_doc="0"),
+    Var("VIEN_BENCH_ACCENTS_CORPUS", "path", None, "a JSONL corpus whose counts `vien bench accents` also times "
+        "(benchmarks only)", default_doc="unset"),
     Var("VIEN_BENCH_API_KEY", "str", "", "the key `vien bench http` sends (benchmarks only)", default_doc="unset",
         secret=True),
 )}

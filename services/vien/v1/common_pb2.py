@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vien/v1/common.proto\x12\x07vien.v1\"\xd7\x01\n\tEmbedding\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x0c\n\x04lang\x18\x05 \x01(\t\x12\x13\n\x0btoken_count\x18\x06 \x01(\r\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x12\x11\n\tcache_hit\x18\x08 \x01(\x08\x12\x12\n\nlang_score\x18\t \x01(\x02\x12,\n\x06sparse\x18\x32 \x01(\x0b\x32\x1c.vien.v1.LexicalSparseVector\"6\n\x13LexicalSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"|\n\x07Timings\x12\x10\n\x08total_ms\x18\x01 \x01(\x01\x12/\n\x08stage_ms\x18\x02 \x03(\x0b\x32\x1d.vien.v1.Timings.StageMsEntry\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*V\n\tEmbedKind\x12\x1a\n\x16\x45MBED_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MBED_KIND_QUERY\x10\x01\x12\x17\n\x13\x45MBED_KIND_DOCUMENT\x10\x02\x42,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vien/v1/common.proto\x12\x07vien.v1\"\x8a\x02\n\tEmbedding\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x0c\n\x04lang\x18\x05 \x01(\t\x12\x13\n\x0btoken_count\x18\x06 \x01(\r\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x12\x11\n\tcache_hit\x18\x08 \x01(\x08\x12\x12\n\nlang_score\x18\t \x01(\x02\x12\x15\n\rrestored_text\x18( \x01(\t\x12\x1a\n\x12restore_confidence\x18) \x01(\x02\x12,\n\x06sparse\x18\x32 \x01(\x0b\x32\x1c.vien.v1.LexicalSparseVector\"6\n\x13LexicalSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"|\n\x07Timings\x12\x10\n\x08total_ms\x18\x01 \x01(\x01\x12/\n\x08stage_ms\x18\x02 \x03(\x0b\x32\x1d.vien.v1.Timings.StageMsEntry\x1a.\n\x0cStageMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*V\n\tEmbedKind\x12\x1a\n\x16\x45MBED_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MBED_KIND_QUERY\x10\x01\x12\x17\n\x13\x45MBED_KIND_DOCUMENT\x10\x02\x42,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z*github.com/vien/vien/gen/go/vien/v1;vienv1'
   _globals['_TIMINGS_STAGEMSENTRY']._loaded_options = None
   _globals['_TIMINGS_STAGEMSENTRY']._serialized_options = b'8\001'
-  _globals['_EMBEDKIND']._serialized_start=433
-  _globals['_EMBEDKIND']._serialized_end=519
+  _globals['_EMBEDKIND']._serialized_start=484
+  _globals['_EMBEDKIND']._serialized_end=570
   _globals['_EMBEDDING']._serialized_start=34
-  _globals['_EMBEDDING']._serialized_end=249
-  _globals['_LEXICALSPARSEVECTOR']._serialized_start=251
-  _globals['_LEXICALSPARSEVECTOR']._serialized_end=305
-  _globals['_TIMINGS']._serialized_start=307
-  _globals['_TIMINGS']._serialized_end=431
-  _globals['_TIMINGS_STAGEMSENTRY']._serialized_start=385
-  _globals['_TIMINGS_STAGEMSENTRY']._serialized_end=431
+  _globals['_EMBEDDING']._serialized_end=300
+  _globals['_LEXICALSPARSEVECTOR']._serialized_start=302
+  _globals['_LEXICALSPARSEVECTOR']._serialized_end=356
+  _globals['_TIMINGS']._serialized_start=358
+  _globals['_TIMINGS']._serialized_end=482
+  _globals['_TIMINGS_STAGEMSENTRY']._serialized_start=436
+  _globals['_TIMINGS_STAGEMSENTRY']._serialized_end=482
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ EMBED_KIND_QUERY: EmbedKind
 EMBED_KIND_DOCUMENT: EmbedKind
 
 class Embedding(_message.Message):
-    __slots__ = ("vector", "dims", "profile", "model_id", "lang", "token_count", "truncated", "cache_hit", "lang_score", "sparse")
+    __slots__ = ("vector", "dims", "profile", "model_id", "lang", "token_count", "truncated", "cache_hit", "lang_score", "restored_text", "restore_confidence", "sparse")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,8 @@ class Embedding(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     LANG_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     SPARSE_FIELD_NUMBER: _ClassVar[int]
     vector: bytes
     dims: int
@@ -37,8 +39,10 @@ class Embedding(_message.Message):
     truncated: bool
     cache_hit: bool
     lang_score: float
+    restored_text: str
+    restore_confidence: float
     sparse: LexicalSparseVector
-    def __init__(self, vector: _Optional[bytes] = ..., dims: _Optional[int] = ..., profile: _Optional[str] = ..., model_id: _Optional[str] = ..., lang: _Optional[str] = ..., token_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., cache_hit: _Optional[bool] = ..., lang_score: _Optional[float] = ..., sparse: _Optional[_Union[LexicalSparseVector, _Mapping]] = ...) -> None: ...
+    def __init__(self, vector: _Optional[bytes] = ..., dims: _Optional[int] = ..., profile: _Optional[str] = ..., model_id: _Optional[str] = ..., lang: _Optional[str] = ..., token_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., cache_hit: _Optional[bool] = ..., lang_score: _Optional[float] = ..., restored_text: _Optional[str] = ..., restore_confidence: _Optional[float] = ..., sparse: _Optional[_Union[LexicalSparseVector, _Mapping]] = ...) -> None: ...
 
 class LexicalSparseVector(_message.Message):
     __slots__ = ("indices", "values")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from vien.v1 import common_pb2 as vien_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vien/v1/router.proto\x12\x07vien.v1\x1a\x14vien/v1/common.proto\"\xa8\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12 \n\x04kind\x18\x02 \x01(\x0e\x32\x12.vien.v1.EmbedKind\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x01(\r\x12\x0e\n\x06strict\x18\x05 \x01(\x08\x12\x0c\n\x04lang\x18\x06 \x01(\t\x12\x14\n\x0c\x62ypass_cache\x18\x07 \x01(\x08\x12\x0e\n\x06sparse\x18\x32 \x01(\x08\"Z\n\rEmbedResponse\x12&\n\nembeddings\x18\x01 \x03(\x0b\x32\x12.vien.v1.Embedding\x12!\n\x07timings\x18\x02 \x01(\x0b\x32\x10.vien.v1.Timings\"&\n\x15\x44\x65tectLanguageRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"@\n\x10\x44\x65tectedLanguage\x12\x0c\n\x04lang\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07profile\x18\x03 \x01(\t\"D\n\x16\x44\x65tectLanguageResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.vien.v1.DetectedLanguage\"\x15\n\x13ListProfilesRequest\"\xa6\x01\n\x0bProfileInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x14\n\x0c\x61llowed_dims\x18\x03 \x03(\r\x12\x10\n\x08min_dims\x18\x04 \x01(\r\x12\x13\n\x0bquery_model\x18\x05 \x01(\t\x12\x16\n\x0e\x64ocument_model\x18\x06 \x01(\t\x12\x12\n\ncollection\x18\x07 \x01(\t\x12\x12\n\nmax_tokens\x18\x08 \x01(\r\"\xc4\x01\n\x14ListProfilesResponse\x12&\n\x08profiles\x18\x01 \x03(\x0b\x32\x14.vien.v1.ProfileInfo\x12;\n\x07routing\x18\x02 \x03(\x0b\x32*.vien.v1.ListProfilesResponse.RoutingEntry\x12\x17\n\x0f\x64\x65\x66\x61ult_profile\x18\x03 \x01(\t\x1a.\n\x0cRoutingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xa2\x02\n\x06Router\x12\x36\n\x05\x45mbed\x12\x15.vien.v1.EmbedRequest\x1a\x16.vien.v1.EmbedResponse\x12@\n\x0b\x45mbedStream\x12\x15.vien.v1.EmbedRequest\x1a\x16.vien.v1.EmbedResponse(\x01\x30\x01\x12Q\n\x0e\x44\x65tectLanguage\x12\x1e.vien.v1.DetectLanguageRequest\x1a\x1f.vien.v1.DetectLanguageResponse\x12K\n\x0cListProfiles\x12\x1c.vien.v1.ListProfilesRequest\x1a\x1d.vien.v1.ListProfilesResponseB,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vien/v1/router.proto\x12\x07vien.v1\x1a\x14vien/v1/common.proto\"\xde\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12 \n\x04kind\x18\x02 \x01(\x0e\x32\x12.vien.v1.EmbedKind\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x01(\r\x12\x0e\n\x06strict\x18\x05 \x01(\x08\x12\x0c\n\x04lang\x18\x06 \x01(\t\x12\x14\n\x0c\x62ypass_cache\x18\x07 \x01(\x08\x12\x0e\n\x06sparse\x18\x32 \x01(\x08\x12\x1d\n\x15no_accent_restoration\x18( \x01(\x08\x12\x15\n\raccent_tenant\x18) \x01(\t\"Z\n\rEmbedResponse\x12&\n\nembeddings\x18\x01 \x03(\x0b\x32\x12.vien.v1.Embedding\x12!\n\x07timings\x18\x02 \x01(\x0b\x32\x10.vien.v1.Timings\"&\n\x15\x44\x65tectLanguageRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"@\n\x10\x44\x65tectedLanguage\x12\x0c\n\x04lang\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07profile\x18\x03 \x01(\t\"D\n\x16\x44\x65tectLanguageResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.vien.v1.DetectedLanguage\"\x15\n\x13ListProfilesRequest\"\xa6\x01\n\x0bProfileInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x14\n\x0c\x61llowed_dims\x18\x03 \x03(\r\x12\x10\n\x08min_dims\x18\x04 \x01(\r\x12\x13\n\x0bquery_model\x18\x05 \x01(\t\x12\x16\n\x0e\x64ocument_model\x18\x06 \x01(\t\x12\x12\n\ncollection\x18\x07 \x01(\t\x12\x12\n\nmax_tokens\x18\x08 \x01(\r\"\xc4\x01\n\x14ListProfilesResponse\x12&\n\x08profiles\x18\x01 \x03(\x0b\x32\x14.vien.v1.ProfileInfo\x12;\n\x07routing\x18\x02 \x03(\x0b\x32*.vien.v1.ListProfilesResponse.RoutingEntry\x12\x17\n\x0f\x64\x65\x66\x61ult_profile\x18\x03 \x01(\t\x1a.\n\x0cRoutingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xa2\x02\n\x06Router\x12\x36\n\x05\x45mbed\x12\x15.vien.v1.EmbedRequest\x1a\x16.vien.v1.EmbedResponse\x12@\n\x0b\x45mbedStream\x12\x15.vien.v1.EmbedRequest\x1a\x16.vien.v1.EmbedResponse(\x01\x30\x01\x12Q\n\x0e\x44\x65tectLanguage\x12\x1e.vien.v1.DetectLanguageRequest\x1a\x1f.vien.v1.DetectLanguageResponse\x12K\n\x0cListProfiles\x12\x1c.vien.v1.ListProfilesRequest\x1a\x1d.vien.v1.ListProfilesResponseB,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,23 +36,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPROFILESRESPONSE_ROUTINGENTRY']._loaded_options = None
   _globals['_LISTPROFILESRESPONSE_ROUTINGENTRY']._serialized_options = b'8\001'
   _globals['_EMBEDREQUEST']._serialized_start=56
-  _globals['_EMBEDREQUEST']._serialized_end=224
-  _globals['_EMBEDRESPONSE']._serialized_start=226
-  _globals['_EMBEDRESPONSE']._serialized_end=316
-  _globals['_DETECTLANGUAGEREQUEST']._serialized_start=318
-  _globals['_DETECTLANGUAGEREQUEST']._serialized_end=356
-  _globals['_DETECTEDLANGUAGE']._serialized_start=358
-  _globals['_DETECTEDLANGUAGE']._serialized_end=422
-  _globals['_DETECTLANGUAGERESPONSE']._serialized_start=424
-  _globals['_DETECTLANGUAGERESPONSE']._serialized_end=492
-  _globals['_LISTPROFILESREQUEST']._serialized_start=494
-  _globals['_LISTPROFILESREQUEST']._serialized_end=515
-  _globals['_PROFILEINFO']._serialized_start=518
-  _globals['_PROFILEINFO']._serialized_end=684
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=687
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=883
-  _globals['_LISTPROFILESRESPONSE_ROUTINGENTRY']._serialized_start=837
-  _globals['_LISTPROFILESRESPONSE_ROUTINGENTRY']._serialized_end=883
-  _globals['_ROUTER']._serialized_start=886
-  _globals['_ROUTER']._serialized_end=1176
+  _globals['_EMBEDREQUEST']._serialized_end=278
+  _globals['_EMBEDRESPONSE']._serialized_start=280
+  _globals['_EMBEDRESPONSE']._serialized_end=370
+  _globals['_DETECTLANGUAGEREQUEST']._serialized_start=372
+  _globals['_DETECTLANGUAGEREQUEST']._serialized_end=410
+  _globals['_DETECTEDLANGUAGE']._serialized_start=412
+  _globals['_DETECTEDLANGUAGE']._serialized_end=476
+  _globals['_DETECTLANGUAGERESPONSE']._serialized_start=478
+  _globals['_DETECTLANGUAGERESPONSE']._serialized_end=546
+  _globals['_LISTPROFILESREQUEST']._serialized_start=548
+  _globals['_LISTPROFILESREQUEST']._serialized_end=569
+  _globals['_PROFILEINFO']._serialized_start=572
+  _globals['_PROFILEINFO']._serialized_end=738
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=741
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=937
+  _globals['_LISTPROFILESRESPONSE_ROUTINGENTRY']._serialized_start=891
+  _globals['_LISTPROFILESRESPONSE_ROUTINGENTRY']._serialized_end=937
+  _globals['_ROUTER']._serialized_start=940
+  _globals['_ROUTER']._serialized_end=1230
 # @@protoc_insertion_point(module_scope)

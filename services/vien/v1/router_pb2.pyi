@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "kind", "profile", "dimensions", "strict", "lang", "bypass_cache", "sparse")
+    __slots__ = ("texts", "kind", "profile", "dimensions", "strict", "lang", "bypass_cache", "sparse", "no_accent_restoration", "accent_tenant")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,8 @@ class EmbedRequest(_message.Message):
     LANG_FIELD_NUMBER: _ClassVar[int]
     BYPASS_CACHE_FIELD_NUMBER: _ClassVar[int]
     SPARSE_FIELD_NUMBER: _ClassVar[int]
+    NO_ACCENT_RESTORATION_FIELD_NUMBER: _ClassVar[int]
+    ACCENT_TENANT_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     kind: _common_pb2.EmbedKind
     profile: str
@@ -25,7 +27,9 @@ class EmbedRequest(_message.Message):
     lang: str
     bypass_cache: bool
     sparse: bool
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[_common_pb2.EmbedKind, str]] = ..., profile: _Optional[str] = ..., dimensions: _Optional[int] = ..., strict: _Optional[bool] = ..., lang: _Optional[str] = ..., bypass_cache: _Optional[bool] = ..., sparse: _Optional[bool] = ...) -> None: ...
+    no_accent_restoration: bool
+    accent_tenant: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[_common_pb2.EmbedKind, str]] = ..., profile: _Optional[str] = ..., dimensions: _Optional[int] = ..., strict: _Optional[bool] = ..., lang: _Optional[str] = ..., bypass_cache: _Optional[bool] = ..., sparse: _Optional[bool] = ..., no_accent_restoration: _Optional[bool] = ..., accent_tenant: _Optional[str] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "timings")

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from vien.v1 import common_pb2 as vien_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vien/v1/search.proto\x12\x07vien.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x14vien/v1/common.proto\"\xa8\x02\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04lang\x18\x04 \x01(\t\x12\x43\n\x0fmetadata_filter\x18\x05 \x03(\x0b\x32*.vien.v1.SearchRequest.MetadataFilterEntry\x12\x0f\n\x07profile\x18\x06 \x01(\t\x12!\n\x04mode\x18\x07 \x01(\x0e\x32\x13.vien.v1.SearchMode\x12\x17\n\x0fscore_threshold\x18\x08 \x01(\x02\x12\x12\n\ndimensions\x18\t \x01(\r\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x01\n\tSearchHit\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12\r\n\x05title\x18\x05 \x01(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04lang\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x04\x12\x0e\n\x06tenant\x18\t \x01(\t\"\x9d\x01\n\x0eSearchResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.vien.v1.SearchHit\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nquery_lang\x18\x03 \x01(\t\x12!\n\x07timings\x18\x04 \x01(\x0b\x32\x10.vien.v1.Timings\x12!\n\x04mode\x18\x05 \x01(\x0e\x32\x13.vien.v1.SearchMode*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x02\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x03\x32\x43\n\x06Search\x12\x39\n\x06Search\x12\x16.vien.v1.SearchRequest\x1a\x17.vien.v1.SearchResponseB,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vien/v1/search.proto\x12\x07vien.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x14vien/v1/common.proto\"\xc7\x02\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04lang\x18\x04 \x01(\t\x12\x43\n\x0fmetadata_filter\x18\x05 \x03(\x0b\x32*.vien.v1.SearchRequest.MetadataFilterEntry\x12\x0f\n\x07profile\x18\x06 \x01(\t\x12!\n\x04mode\x18\x07 \x01(\x0e\x32\x13.vien.v1.SearchMode\x12\x17\n\x0fscore_threshold\x18\x08 \x01(\x02\x12\x12\n\ndimensions\x18\t \x01(\r\x12\x1d\n\x15no_accent_restoration\x18( \x01(\x08\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x01\n\tSearchHit\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12\r\n\x05title\x18\x05 \x01(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04lang\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x04\x12\x0e\n\x06tenant\x18\t \x01(\t\"\xd1\x01\n\x0eSearchResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.vien.v1.SearchHit\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nquery_lang\x18\x03 \x01(\t\x12!\n\x07timings\x18\x04 \x01(\x0b\x32\x10.vien.v1.Timings\x12!\n\x04mode\x18\x05 \x01(\x0e\x32\x13.vien.v1.SearchMode\x12\x16\n\x0erestored_query\x18( \x01(\t\x12\x1a\n\x12restore_confidence\x18) \x01(\x02*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x02\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x03\x32\x43\n\x06Search\x12\x39\n\x06Search\x12\x16.vien.v1.SearchRequest\x1a\x17.vien.v1.SearchResponseB,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z*github.com/vien/vien/gen/go/vien/v1;vienv1'
   _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._loaded_options = None
   _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_options = b'8\001'
-  _globals['_SEARCHMODE']._serialized_start=729
-  _globals['_SEARCHMODE']._serialized_end=841
+  _globals['_SEARCHMODE']._serialized_start=812
+  _globals['_SEARCHMODE']._serialized_end=924
   _globals['_SEARCHREQUEST']._serialized_start=86
-  _globals['_SEARCHREQUEST']._serialized_end=382
-  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_start=329
-  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_end=382
-  _globals['_SEARCHHIT']._serialized_start=385
-  _globals['_SEARCHHIT']._serialized_end=567
-  _globals['_SEARCHRESPONSE']._serialized_start=570
-  _globals['_SEARCHRESPONSE']._serialized_end=727
-  _globals['_SEARCH']._serialized_start=843
-  _globals['_SEARCH']._serialized_end=910
+  _globals['_SEARCHREQUEST']._serialized_end=413
+  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_start=360
+  _globals['_SEARCHREQUEST_METADATAFILTERENTRY']._serialized_end=413
+  _globals['_SEARCHHIT']._serialized_start=416
+  _globals['_SEARCHHIT']._serialized_end=598
+  _globals['_SEARCHRESPONSE']._serialized_start=601
+  _globals['_SEARCHRESPONSE']._serialized_end=810
+  _globals['_SEARCH']._serialized_start=926
+  _globals['_SEARCH']._serialized_end=993
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ SEARCH_MODE_HYBRID: SearchMode
 SEARCH_MODE_SPARSE: SearchMode
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "tenant", "lang", "metadata_filter", "profile", "mode", "score_threshold", "dimensions")
+    __slots__ = ("query", "top_k", "tenant", "lang", "metadata_filter", "profile", "mode", "score_threshold", "dimensions", "no_accent_restoration")
     class MetadataFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class SearchRequest(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    NO_ACCENT_RESTORATION_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     tenant: str
@@ -47,7 +48,8 @@ class SearchRequest(_message.Message):
     mode: SearchMode
     score_threshold: float
     dimensions: int
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., tenant: _Optional[str] = ..., lang: _Optional[str] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., score_threshold: _Optional[float] = ..., dimensions: _Optional[int] = ...) -> None: ...
+    no_accent_restoration: bool
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., tenant: _Optional[str] = ..., lang: _Optional[str] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., profile: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., score_threshold: _Optional[float] = ..., dimensions: _Optional[int] = ..., no_accent_restoration: _Optional[bool] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("doc_id", "chunk_index", "text", "score", "title", "metadata", "lang", "version", "tenant")
@@ -72,15 +74,19 @@ class SearchHit(_message.Message):
     def __init__(self, doc_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., lang: _Optional[str] = ..., version: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "profile", "query_lang", "timings", "mode")
+    __slots__ = ("hits", "profile", "query_lang", "timings", "mode", "restored_query", "restore_confidence")
     HITS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     QUERY_LANG_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_QUERY_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
     profile: str
     query_lang: str
     timings: _common_pb2.Timings
     mode: SearchMode
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., profile: _Optional[str] = ..., query_lang: _Optional[str] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., mode: _Optional[_Union[SearchMode, str]] = ...) -> None: ...
+    restored_query: str
+    restore_confidence: float
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., profile: _Optional[str] = ..., query_lang: _Optional[str] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., restored_query: _Optional[str] = ..., restore_confidence: _Optional[float] = ...) -> None: ...
