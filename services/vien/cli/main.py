@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "overload"])
     b.add_argument("--requests", type=int, default=300, help="timed requests per latency figure")
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
+    b.add_argument("--docs", type=int, default=None, help="ingest: documents (default 1000)")
+    b.add_argument("--doc-backend", choices=["onnx", "vllm"], default="onnx",
+                   help="ingest: the document side (vllm: `vien up --doc-backend vllm`, raw = vLLM alone)")
     b.set_defaults(fn=_cmd_bench)
     return p
 

