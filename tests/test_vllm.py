@@ -206,11 +206,11 @@ def test_documents_published_to_kafka_are_embedded_by_vllm_and_searchable(vllm_s
     assert (mesh.log_dir / "vllm.log").stat().st_size > 0
 
 
-def _vllm_pid(mesh: Any) -> int:
+def _vllm_pid(mesh: Any) -> int | None:
     out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
                          text=True).stdout
     # the supervisor's direct child running vLLM (its title may be "VLLM::..." once it runs)
-    return next(int(line.split()[0]) for line in out.splitlines() if "vllm" in line.lower())
+    return next((int(line.split()[0]) for line in out.splitlines() if "vllm" in line.lower()), None)
 
 
 def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: VllmStack, tmp_path):
@@ -234,10 +234,11 @@ def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: V
         assert out.returncode == 0, out.stderr
         wait_for(lambda: store.count(coll, SearchFilter(tenant=tenant)) >= 60, timeout=300, what="ingest under way")
         pid = _vllm_pid(mesh)
+        assert pid is not None
         os.killpg(pid, signal.SIGKILL)
         t_kill = time.monotonic()
         at_kill = store.count(coll, SearchFilter(tenant=tenant))
-        wait_for(lambda: _vllm_pid(mesh) != pid, timeout=60, what="the supervisor to restart vLLM")
+        wait_for(lambda: _vllm_pid(mesh) not in (None, pid), timeout=120, what="the supervisor to restart vLLM")
         wait_for(lambda: vllm_ready(mesh.addrs["vllm"]), timeout=900, what="vLLM serving again")
         back = time.monotonic() - t_kill
         wait_for(lambda: drained(mesh) and store.count(coll, SearchFilter(tenant=tenant)) == len(live),
@@ -257,3 +258,34 @@ def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: V
     print(f"\nvLLM kill -9: {at_kill}/{len(live)} stored at the kill, vLLM back after {back:.0f}s")
     assert at_kill < len(live), "the kill came after ingest finished: nothing was tested"
     assert not wrong, wrong[:20]
+
+
+def test_the_charts_vllm_command_line_and_profile_are_what_the_tests_ran():
+    """Every flag, pooling setting, prompt and vLLM environment variable the GPU chart gives vLLM and the
+    doc-embedder is one the servers above ran with (only --revision, a model hub pin, cannot run here)."""
+    from helm_fixtures import env_of, one, pod_spec, rendered
+    from vllm_fixtures import qwen3_test_spec
+
+    from vien.cli.vllm_process import VLLM_VERSION, e5_spec
+    from vien.runtime.config import VienConfig
+
+    ran = qwen3_test_spec(Path("/m")).argv() + e5_spec(Path("/m"), write=False).argv()
+    ran_flags = {a for a in ran if a.startswith("--")}
+    objs = rendered("gpu")
+    c = pod_spec(one(objs, "Deployment", "vien-vllm"))["containers"][0]
+    assert c["image"].endswith(f":v{VLLM_VERSION}"), c["image"]
+    args = c["args"]
+    flags = {a for a in args if a.startswith("--")}
+    assert flags - ran_flags == {"--revision"}, flags - ran_flags
+    assert json.loads(args[args.index("--hf-overrides") + 1]) == json.loads(ran[ran.index("--hf-overrides") + 1])
+    assert args[args.index("--runner") + 1] == "pooling" and "--pooler-config" not in args   # last token
+    assert {"VLLM_API_KEY", "VLLM_NO_USAGE_STATS"} <= set(env_of(c)) and {"VLLM_API_KEY"} <= set(
+        qwen3_test_spec(Path("/m")).env())
+    cfg = VienConfig.model_validate(yaml.safe_load(one(objs, "ConfigMap", "vien-profiles")["data"]["profiles.yaml"]))
+    shipped = yaml.safe_load((CONFIG_DIR / "profiles-qwen3.yaml").read_text(encoding="utf-8"))
+    prof, tested = cfg.profiles["qwen3-0.6b"], shipped["profiles"]["qwen3-0.6b"]
+    assert (prof.query_prompt, prof.document_prompt, prof.pooling) == (
+        tested["query_prompt"], tested["document_prompt"], tested["pooling"]) == (QWEN3_INSTRUCT, "{text}",
+                                                                                 "last_token")
+    enc = cfg.encoders[prof.document_encoder]
+    assert (enc.server_prompt, enc.send_dimensions) == ("{text}", True) and enc.api_key_env

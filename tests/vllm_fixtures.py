@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from vien.cli.vllm_process import VllmNotInstalled, VllmServer, qwen3_spec, vllm_python
+from vien.cli.vllm_process import VllmNotInstalled, VllmServer, VllmSpec, qwen3_spec, vllm_python
 
 QWEN3_NAME = "tiny-qwen3"
 QWEN3_DIMS = 128   # build_tiny_qwen3's hidden size
@@ -36,6 +36,16 @@ class VllmStack:
     qwen3_onnx: Path
 
 
+def qwen3_test_spec(model_dir: Path) -> VllmSpec:
+    """The Qwen3 server of the tests: the chart's engine flags and its API key too, so that the operator's
+    command line is one that ran here (test_vllm.py checks the rendered chart against this)."""
+    spec = qwen3_spec(model_dir, QWEN3_NAME, max_model_len=1024)
+    spec.max_num_batched_tokens, spec.max_num_seqs, spec.api_key = 2048, 64, QWEN3_KEY
+    # its own core: the mesh's vLLM binds core 0 ("auto" keeps one core back, here core 1)
+    spec.threads_bind = "1" if (os.cpu_count() or 1) > 1 else ""
+    return spec
+
+
 def _qwen3_server(tmp: Path) -> tuple[VllmServer, Path, Path]:
     """Build the tiny Qwen3, export it with `vien export-onnx`, start vLLM on it (not waiting for it)."""
     import sys
@@ -49,12 +59,7 @@ def _qwen3_server(tmp: Path) -> tuple[VllmServer, Path, Path]:
                          timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"vien export-onnx failed: {out.stderr[-2000:]}")
-    # its own core: the mesh's vLLM binds core 0 ("auto" keeps one core back, here core 1)
-    spec = qwen3_spec(qdir, QWEN3_NAME, max_model_len=1024)
-    # the chart's other engine flags and its API key, so the operator's command line is one that ran here
-    spec.max_num_batched_tokens, spec.max_num_seqs, spec.api_key = 2048, 64, QWEN3_KEY
-    spec.threads_bind = "1" if (os.cpu_count() or 1) > 1 else ""
-    server = VllmServer(spec, tmp / "qwen3-vllm.log")
+    server = VllmServer(qwen3_test_spec(qdir), tmp / "qwen3-vllm.log")
     return server.start(), qdir, onnx
 
 

@@ -126,10 +126,11 @@ class VllmSpec:
                 **({"VLLM_API_KEY": self.api_key} if self.api_key else {})}
 
 
-def e5_spec(models_dir: Path, host: str = "127.0.0.1", port: int = 0) -> VllmSpec:
-    """The default model on vLLM: e5-small (HF format), mean pooling, 512 tokens."""
-    return VllmSpec(str(e5_hf_dir(models_dir)), E5_SERVED_NAME, host, port, pooler_config=MEAN_POOLING,
-                    max_model_len=512)
+def e5_spec(models_dir: Path, host: str = "127.0.0.1", port: int = 0, write: bool = True) -> VllmSpec:
+    """The default model on vLLM: e5-small (HF format, written first unless ``write`` is False), mean pooling,
+    512 tokens."""
+    model = e5_hf_dir(models_dir) if write else models_dir / E5_HF_NAME
+    return VllmSpec(str(model), E5_SERVED_NAME, host, port, pooler_config=MEAN_POOLING, max_model_len=512)
 
 
 def qwen3_spec(model_dir: Path, served_name: str, host: str = "127.0.0.1", port: int = 0,
