@@ -78,6 +78,7 @@ def _openai_encoder(base_url: str, model: str, **kw: Any) -> dict[str, Any]:
     return {"backend": "openai", "model": model, "base_url": base_url, "max_retries": 0, "timeout_s": 60, **kw}
 
 
+
 def test_e5_on_vllm_passes_the_space_guard_and_a_wrong_server_prompt_is_refused(vllm_stack: VllmStack,
                                                                                   settings, tmp_path):
     raw = yaml.safe_load(default_config_path().read_text(encoding="utf-8"))
@@ -143,31 +144,30 @@ def test_qwen3_onnx_export_and_vllm_pass_the_guard_with_mrl_and_a_wrong_prompt_i
     assert float(served @ want) >= 0.999 and float(via_vien @ want) >= 0.999
 
 
-def _client(base_url: str, model: str) -> OpenAIEmbeddingsClient:
-    return OpenAIEmbeddingsClient("e5-vllm", EncoderConfig(**_openai_encoder(base_url, model)))
-
-
 def test_vllm_4xx_are_clear_errors_not_retries_and_over_long_texts_are_cut_to_fit(vllm_stack: VllmStack):
     url = vllm_stack.e5_url
     long_text = "passage: " + " ".join(f"Tài liệu số {i} về thủ tục hành chính." for i in range(200))
 
-    async def embed(model: str, texts: list[str], dimensions: int | None = None) -> np.ndarray:
-        c = _client(url, model)
+    async def embed(model: str, texts: list[str], dimensions: int | None = None) -> UpstreamError:
+        """The error of one call with 3 retries allowed, after checking that it was sent once only."""
+        c = OpenAIEmbeddingsClient("e5-vllm", EncoderConfig(**_openai_encoder(url, model, max_retries=3)))
         try:
-            return await c.embed(texts, [len(t) // 3 for t in texts], expected_dims=384, dimensions=dimensions)
+            await c.embed(texts, [len(t) // 3 for t in texts], expected_dims=384, dimensions=dimensions)
+        except UpstreamError as exc:
+            assert c.stats.requests == 1 and c.stats.retries == 0   # a 4xx is not retried
+            return exc
         finally:
             await c.aclose()
+        raise AssertionError("vLLM accepted it")
 
-    with pytest.raises(UpstreamError) as err:
-        asyncio.run(embed("no-such-model", ["passage: x"]))
-    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "HTTP 404" in err.value.message and "no-such-model" in err.value.message, err.value.message
-    with pytest.raises(UpstreamError) as err:
-        asyncio.run(embed("multilingual-e5-small", [long_text]))
-    assert "HTTP 400" in err.value.message and "512" in err.value.message, err.value.message
-    with pytest.raises(UpstreamError) as err:
-        asyncio.run(embed("multilingual-e5-small", ["passage: x"], dimensions=128))
-    assert "HTTP 400" in err.value.message and "send_dimensions: false" in err.value.message, err.value.message
+    err = asyncio.run(embed("no-such-model", ["passage: x"]))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "HTTP 404" in err.message and "no-such-model" in err.message, err.message
+    err = asyncio.run(embed("multilingual-e5-small", [long_text]))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "HTTP 400" in err.message and "512" in err.message, err.message
+    err = asyncio.run(embed("multilingual-e5-small", ["passage: x"], dimensions=128))
+    assert "HTTP 400" in err.message and "send_dimensions: false" in err.message, err.message
 
     # through the mesh's doc-embedder (exact token counts with e5's tokenizer): cut to 512 tokens, vLLM takes it
     with grpc.insecure_channel(vllm_stack.mesh.addrs["doc-embedder"]) as ch:
@@ -219,6 +219,7 @@ def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: V
     hold, ingest commits nothing it did not store, the supervisor restarts vLLM, and at the end every live
     document is there exactly once with its newest version."""
     from vien.cli.vllm_process import vllm_ready
+    from vien.runtime.errors import NotFound
     from vien.store.base import SearchFilter
     from vien.store.remote import RemoteStore
 
@@ -229,20 +230,26 @@ def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: V
     path = tmp_path / "stream.jsonl"
     path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8")
     store = RemoteStore(mesh.addrs["store"])
+
+    def count() -> int:
+        try:
+            return store.count(coll, SearchFilter(tenant=tenant))
+        except NotFound:   # before the first document of the session created the collection
+            return 0
+
     try:
         out = vien("publish", str(path), "--kafka", mesh.addrs["kafka"])
         assert out.returncode == 0, out.stderr
-        wait_for(lambda: store.count(coll, SearchFilter(tenant=tenant)) >= 60, timeout=300, what="ingest under way")
+        wait_for(lambda: count() >= 60, timeout=300, what="ingest under way")
         pid = _vllm_pid(mesh)
         assert pid is not None
         os.killpg(pid, signal.SIGKILL)
         t_kill = time.monotonic()
-        at_kill = store.count(coll, SearchFilter(tenant=tenant))
+        at_kill = count()
         wait_for(lambda: _vllm_pid(mesh) not in (None, pid), timeout=120, what="the supervisor to restart vLLM")
         wait_for(lambda: vllm_ready(mesh.addrs["vllm"]), timeout=900, what="vLLM serving again")
         back = time.monotonic() - t_kill
-        wait_for(lambda: drained(mesh) and store.count(coll, SearchFilter(tenant=tenant)) == len(live),
-                 timeout=600, what="every live document after the kill")
+        wait_for(lambda: drained(mesh) and count() == len(live), timeout=600, what="every live document after the kill")
         wrong: list[str] = []
         for doc_id, e in expected.items():
             hits = store.doc_chunks(coll, tenant, doc_id)
@@ -263,10 +270,11 @@ def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: V
 def test_the_charts_vllm_command_line_and_profile_are_what_the_tests_ran():
     """Every flag, pooling setting, prompt and vLLM environment variable the GPU chart gives vLLM and the
     doc-embedder is one the servers above ran with (only --revision, a model hub pin, cannot run here)."""
-    from helm_fixtures import env_of, one, pod_spec, rendered
+    from helm_fixtures import env_of, one, pod_spec, rendered, vien_deployments
     from vllm_fixtures import qwen3_test_spec
 
     from vien.cli.vllm_process import VLLM_VERSION, e5_spec
+    from vien.models.onnx_encoder import provider_setting
     from vien.runtime.config import VienConfig
 
     ran = qwen3_test_spec(Path("/m")).argv() + e5_spec(Path("/m"), write=False).argv()
@@ -289,3 +297,6 @@ def test_the_charts_vllm_command_line_and_profile_are_what_the_tests_ran():
                                                                                  "last_token")
     enc = cfg.encoders[prof.document_encoder]
     assert (enc.server_prompt, enc.send_dimensions) == ("{text}", True) and enc.api_key_env
+    # the query side may take a GPU: its provider setting is one the encoder accepts (test_onnx_provider.py)
+    qe = env_of(pod_spec(vien_deployments(objs)["query-embedder"])["containers"][0])
+    assert provider_setting(qe["VIEN_ONNX_PROVIDER"]["value"]) == "auto"
