@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -300,3 +301,34 @@ def test_the_charts_vllm_command_line_and_profile_are_what_the_tests_ran():
     # the query side may take a GPU: its provider setting is one the encoder accepts (test_onnx_provider.py)
     qe = env_of(pod_spec(vien_deployments(objs)["query-embedder"])["containers"][0])
     assert provider_setting(qe["VIEN_ONNX_PROVIDER"]["value"]) == "auto"
+
+
+def test_vien_up_with_vllm_supervises_e5_on_vllm_and_points_the_services_at_it(models_dir, tmp_path):
+    """What `vien up --doc-backend vllm` adds (no server started): vLLM as a first-stage child with e5's mean
+    pooling, and a profiles file whose e5 document encoder is vLLM while queries stay on ONNX."""
+    from vien.cli.vllm_process import E5_SERVED_NAME, supervised_vllm
+    from vien.runtime.config import load_config
+
+    child, env = supervised_vllm("127.0.0.1", 18123, models_dir, tmp_path, None)
+    assert (child.name, child.address, child.stage) == ("vllm", "127.0.0.1:18123", 0)
+    argv = child.argv
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and "--runner" in argv
+    assert json.loads(argv[argv.index("--pooler-config") + 1]) == {"pooling_type": "MEAN"}
+    assert argv[argv.index("--served-model-name") + 1] == E5_SERVED_NAME
+    assert Path(argv[argv.index("--model") + 1], "config.json").is_file()
+    assert child.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    cfg = load_config(env["VIEN_CONFIG"])
+    e5 = cfg.profiles["e5-small"]
+    doc, query = cfg.encoders[e5.document_encoder], cfg.encoders[e5.query_encoder]
+    assert (doc.backend, doc.base_url, doc.model) == ("openai", "http://127.0.0.1:18123/v1", E5_SERVED_NAME)
+    assert (doc.server_prompt, doc.send_dimensions, query.backend) == ("{text}", False, "onnx")
+    assert e5.document_prompt == "passage: {text}"
+
+
+def test_vien_up_without_vllm_installed_says_how_to_install_it(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vien", "up", "--doc-backend", "vllm", "--base-port", "0",
+                          "--log-dir", str(tmp_path / "logs"), "--data-dir", str(tmp_path / "data")],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "VIEN_VLLM_PYTHON": str(tmp_path / "no-venv" / "python")})
+    assert out.returncode == 1 and "vien ready" not in out.stdout
+    assert "vLLM's CPU build not found" in out.stderr and "make vllm" in out.stderr, out.stderr

