@@ -205,6 +205,22 @@ def mixed_stream(seed: int, docs: int, events: int, tenant: str) -> tuple[list[d
     return order, expected
 
 
+def end_state_errors(store, coll: str, tenant: str, expected: dict[str, dict | None]) -> list[str]:
+    """What differs from `expected` (mixed_stream's end state): every live document exactly once with its
+    newest version and text, every deleted one absent."""
+    wrong: list[str] = []
+    for doc_id, e in expected.items():
+        hits = store.doc_chunks(coll, tenant, doc_id)
+        if e is None:
+            if hits:
+                wrong.append(f"{doc_id}: deleted but present")
+        elif len(hits) != 1:
+            wrong.append(f"{doc_id}: {len(hits)} points")
+        elif hits[0].payload["version"] != e["version"] or e["text"] not in hits[0].payload["text"]:
+            wrong.append(f"{doc_id}: version {hits[0].payload['version']}, expected {e['version']}")
+    return wrong
+
+
 def _ingest_pid(mesh) -> int:
     out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
                          text=True).stdout
@@ -242,16 +258,7 @@ def test_kill_9_of_the_ingest_worker_at_random_points_loses_and_duplicates_nothi
     wait_for(lambda: drained(mesh) and store.count(coll, SearchFilter(tenant=tenant)) == len(live),
              timeout=400, what="every live document after the kills")
     took = time.monotonic() - t0
-    wrong: list[str] = []
-    for doc_id, e in expected.items():
-        hits = store.doc_chunks(coll, tenant, doc_id)
-        if e is None:
-            if hits:
-                wrong.append(f"{doc_id}: deleted but present")
-        elif len(hits) != 1:
-            wrong.append(f"{doc_id}: {len(hits)} points")
-        elif hits[0].payload["version"] != e["version"] or e["text"] not in hits[0].payload["text"]:
-            wrong.append(f"{doc_id}: version {hits[0].payload['version']}, expected {e['version']}")
+    wrong = end_state_errors(store, coll, tenant, expected)
     store.close()
     print(f"kill-9 test: 5000 events, {len(live)} live docs, kills at {kills}s, all ingested after {took:.1f}s")
     assert not wrong, wrong[:20]

@@ -30,7 +30,7 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from test_documents_e2e import SAMPLES, drained, mixed_stream, search, stats, vien, wait_for
+from test_documents_e2e import SAMPLES, drained, end_state_errors, mixed_stream, search, stats, vien, wait_for
 from vllm_fixtures import QWEN3_DIMS, QWEN3_KEY, QWEN3_NAME, VllmStack
 
 from vien.embedding.openai_client import OpenAIEmbeddingsClient
@@ -80,6 +80,15 @@ def _openai_encoder(base_url: str, model: str, **kw: Any) -> dict[str, Any]:
 
 
 
+def _passed_and_refused(ok: Any, wrong: Any, what: str) -> None:
+    """The right profile passed the guard (>= 0.99 on every probe), the wrong one was refused by it."""
+    assert ok.status == "ok", ok.reason
+    assert ok.guard is not None and ok.guard.min_cosine >= 0.99
+    assert wrong.status == "failed" and "space guard FAILED" in wrong.reason, wrong.reason
+    assert wrong.guard is not None and wrong.guard.min_cosine < 0.99
+    print(f"\n{what} ONNX vs vLLM: min cosine {ok.guard.min_cosine:.5f}; wrong prompt: {wrong.guard.min_cosine:.4f}")
+
+
 def test_e5_on_vllm_passes_the_space_guard_and_a_wrong_server_prompt_is_refused(vllm_stack: VllmStack,
                                                                                   settings, tmp_path):
     raw = yaml.safe_load(default_config_path().read_text(encoding="utf-8"))
@@ -92,12 +101,7 @@ def test_e5_on_vllm_passes_the_space_guard_and_a_wrong_server_prompt_is_refused(
                        "e5-wrong": {**e5, "document_encoder": "e5-vllm-prefixing", "document_prompt": "{text}",
                                     "collection": "vien_e5_wrong"}}
     got = _guard(settings, raw, tmp_path, dims={"e5-small": 128})
-    ok, wrong = got["e5-small"], got["e5-wrong"]
-    assert ok.status == "ok", ok.reason
-    assert ok.guard is not None and ok.guard.min_cosine >= 0.99
-    print(f"\ne5 ONNX vs vLLM: min cosine {ok.guard.min_cosine:.5f}; wrong prompt: {wrong.guard.min_cosine:.4f}")
-    assert wrong.status == "failed" and "space guard FAILED" in wrong.reason, wrong.reason
-    assert wrong.guard is not None and wrong.guard.min_cosine < 0.99
+    _passed_and_refused(got["e5-small"], got["e5-wrong"], "e5")
     assert got["e5-small@128"].items[0].vector.shape == (128,)   # cut here: e5 on vLLM has no `dimensions`
 
 
@@ -123,11 +127,7 @@ def test_qwen3_onnx_export_and_vllm_pass_the_guard_with_mrl_and_a_wrong_prompt_i
     raw["routing"] = {"default": "qwen3"}
     raw["openai"] = {}
     got = _guard(settings, raw, tmp_path, dims={"qwen3": 32})
-    ok, wrong = got["qwen3"], got["qwen3-wrong"]
-    assert ok.status == "ok", ok.reason
-    assert ok.guard is not None and ok.guard.min_cosine >= 0.99
-    print(f"\nQwen3 ONNX vs vLLM: min cosine {ok.guard.min_cosine:.5f}; wrong prompt: {wrong.guard.min_cosine:.4f}")
-    assert wrong.status == "failed" and "space guard FAILED" in wrong.reason, wrong.reason
+    _passed_and_refused(got["qwen3"], got["qwen3-wrong"], "Qwen3")
 
     # MRL: vLLM itself shortens to `dimensions` (the doc-embedder sends it), equal to the ONNX prefix
     from vien.models.onnx_encoder import OnnxEncoder
@@ -251,16 +251,7 @@ def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: V
         wait_for(lambda: vllm_ready(mesh.addrs["vllm"]), timeout=900, what="vLLM serving again")
         back = time.monotonic() - t_kill
         wait_for(lambda: drained(mesh) and count() == len(live), timeout=600, what="every live document after the kill")
-        wrong: list[str] = []
-        for doc_id, e in expected.items():
-            hits = store.doc_chunks(coll, tenant, doc_id)
-            if e is None:
-                if hits:
-                    wrong.append(f"{doc_id}: deleted but present")
-            elif len(hits) != 1:
-                wrong.append(f"{doc_id}: {len(hits)} points")
-            elif hits[0].payload["version"] != e["version"] or e["text"] not in hits[0].payload["text"]:
-                wrong.append(f"{doc_id}: version {hits[0].payload['version']}, expected {e['version']}")
+        wrong = end_state_errors(store, coll, tenant, expected)
     finally:
         store.close()
     print(f"\nvLLM kill -9: {at_kill}/{len(live)} stored at the kill, vLLM back after {back:.0f}s")
