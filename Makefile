@@ -53,7 +53,7 @@ run: setup
 	$(VIEN) demo
 
 test: setup helm-check
-	$(PY) -m ruff check services tests bench
+	$(PY) -m ruff check services tests bench deploy
 	$(PY) -m pytest -q --deselect tests/test_helm.py --deselect tests/test_pods.py
 
 # The Helm chart without a helm binary or a cluster: lint and render helm/vien (helm-python-sdk) with the
@@ -61,12 +61,12 @@ test: setup helm-check
 # (kubernetes-validate), then the tests on the rendered manifests and on deploy/ (tests/test_helm.py), then
 # the rendered pods run as local processes (deploy/pods.py on deploy/values-local.yaml: probes, an install
 # that becomes ready, documents searchable, a vLLM outage; tests/test_pods.py).
-helm-check: venv
+helm-check: venv vllm models
 	$(PY) deploy/render.py --check
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_helm.py tests/test_pods.py
 
 lint: venv
-	$(PY) -m ruff check services tests bench
+	$(PY) -m ruff check services tests bench deploy
 
 typecheck: venv
 	$(PY) -m mypy
