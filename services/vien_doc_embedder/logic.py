@@ -31,7 +31,7 @@ import numpy as np
 from vien.embedding.encoders import TextEncoder, load_onnx_encoder
 from vien.embedding.openai_client import OpenAIEmbeddingsClient
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
-from vien.runtime.config import EncoderConfig, Settings, VienConfig
+from vien.runtime.config import DOCUMENT, EncoderConfig, Settings, VienConfig
 from vien.runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, VienError
 from vien.runtime.metrics import SPACE_GUARD_OK, TEXTS, TOKENS
 from vien_doc_embedder.backends import DocBackend, OnnxDocBackend, OpenAIDocBackend, TokenCounter, TokenizerCounter
@@ -145,7 +145,7 @@ class DocEmbedder:
         if state.status == "pending":
             raise Unavailable(f"profile {pname!r} is not ready yet: {state.reason}")
         backend = self.backends[prof.document_encoder]
-        enc = await backend.encode([prof.prompt("document", t) for t in texts], dims=dims, full_dims=prof.dims,
+        enc = await backend.encode([prof.prompt(DOCUMENT, t) for t in texts], dims=dims, full_dims=prof.dims,
                                    max_tokens=prof.max_tokens, strict=strict, profile=pname, counter=state.counter)
         TOKENS.labels("doc-embedder", pname).inc(sum(enc.token_counts))
         TEXTS.labels("doc-embedder", pname).inc(len(texts))
@@ -259,7 +259,7 @@ class DocEmbedder:
                 if breaker.state == "closed" or breaker.retry_in() > 0:
                     continue
                 with contextlib.suppress(VienError):
-                    await backend.encode([prof.prompt("document", "probe")], dims=prof.dims, full_dims=prof.dims,
+                    await backend.encode([prof.prompt(DOCUMENT, "probe")], dims=prof.dims, full_dims=prof.dims,
                                          max_tokens=prof.max_tokens, strict=False, profile=pname, max_retries=0)
         finally:
             self._probes.pop(encoder, None)

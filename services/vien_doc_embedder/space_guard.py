@@ -18,7 +18,7 @@ import numpy as np
 
 from vien.embedding.encoders import TextEncoder
 from vien.embedding.vectors import truncate
-from vien.runtime.config import EncoderConfig, ProfileConfig
+from vien.runtime.config import DOCUMENT, EncoderConfig, ProfileConfig
 
 MIN_COSINE = 0.99
 
@@ -64,7 +64,7 @@ class GuardResult:
 
 def document_inputs(profile: ProfileConfig, doc_cfg: EncoderConfig) -> tuple[list[str], list[str]]:
     """(what Encode sends the document encoder, what the document model finally embeds)."""
-    sent = [profile.prompt("document", t) for t in PROBES]
+    sent = [profile.prompt(DOCUMENT, t) for t in PROBES]
     embedded = [doc_cfg.server_prompt.replace("{text}", s) for s in sent]
     return sent, embedded
 

@@ -20,15 +20,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 from prometheus_client import Counter
 
+from vien.embedding.requests import KIND_TO_PB
 from vien.runtime.auth import AUTHORIZATION, ApiKeys
 from vien.runtime.config import Settings
 from vien.runtime.grpc_client import channel_options
 from vien.runtime.metrics import RPC_LATENCY
 from vien.runtime.telemetry import tracing_enabled
 from vien.runtime.tls import aio_channel_for
-from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
+from vien.v1 import router_pb2, router_pb2_grpc
 from vien_gateway.logic import (
-    QUERY,
     ApiError,
     EmbedCall,
     Sparse,
@@ -54,7 +54,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-_KIND = {QUERY: common_pb2.EMBED_KIND_QUERY, "document": common_pb2.EMBED_KIND_DOCUMENT}
 # Router requests of one HTTP request in flight at once: enough to overlap the hops, few enough that a
 # 2,048-input request holds at most this many router batches of vectors in the router and embedders.
 BATCHES_IN_FLIGHT = 2
@@ -258,7 +257,7 @@ class GatewayApp:
         # each router call: at most VIEN_HTTP_TIMEOUT_S, and never past the client's deadline for the request
         per_call, deadline = timeout
         wait = per_call if deadline is None else max(0.0, min(per_call, deadline - time.monotonic()))
-        req = router_pb2.EmbedRequest(texts=call.texts[positions.start:positions.stop], kind=_KIND[call.kind],
+        req = router_pb2.EmbedRequest(texts=call.texts[positions.start:positions.stop], kind=KIND_TO_PB[call.kind],
                                       profile=call.profile, dimensions=call.dimensions, strict=call.strict,
                                       sparse=call.sparse)
         assert self.stub is not None

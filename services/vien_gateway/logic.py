@@ -20,11 +20,10 @@ import orjson
 
 from vien.embedding.requests import check_texts, resolve_dims
 from vien.runtime.auth import ApiKeys
-from vien.runtime.config import LimitsConfig, VienConfig
+from vien.runtime.config import DOCUMENT, QUERY, LimitsConfig, VienConfig
 from vien.runtime.errors import InvalidArgument, Unauthenticated
 from vien_gateway.token_arrays import TokenArrayError, check_token_arrays
 
-QUERY, DOCUMENT = "query", "document"
 DEFAULT_TIMEOUT_S = 30.0
 KNOWN_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user", "vien_kind", "vien_truncate",
                           "vien_sparse"})

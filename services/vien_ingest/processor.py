@@ -31,7 +31,7 @@ from vien.ingest_logic.chunking import chunk_text
 from vien.ingest_logic.events import PoisonEvent, decode_event, event_content_hash, point_id
 from vien.kafka.tracing import extract_context
 from vien.lexical import LexicalEncoder
-from vien.runtime.config import VienConfig
+from vien.runtime.config import DOCUMENT, VienConfig
 from vien.runtime.errors import InvalidArgument, NotFound, UpstreamError
 from vien.runtime.telemetry import ATTR_BATCH_SIZE, ATTR_LANG, ATTR_PROFILE, tracing_enabled
 from vien.store.base import Point, SparseVector, VectorStore
@@ -171,7 +171,7 @@ class IngestProcessor:
         count = self.counters[doc.profile]
 
         def count_prompted(texts: list[str]) -> list[int]:
-            return count([prof.prompt("document", t) for t in texts])
+            return count([prof.prompt(DOCUMENT, t) for t in texts])
 
         body = f"{doc.event.title}\n{doc.event.text}" if doc.event.title else doc.event.text
         return [c.text for c in chunk_text(body, count_prompted, prof.max_tokens, self.overlap_tokens)]

@@ -16,7 +16,7 @@ from vien.embedding.cache import CachedVector, QueryCache, cache_key
 from vien.embedding.encoders import TextEncoder, load_onnx_encoder, prepare
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
 from vien.embedding.vectors import truncate
-from vien.runtime.config import EncoderConfig, Settings, VienConfig
+from vien.runtime.config import QUERY, EncoderConfig, Settings, VienConfig
 from vien.runtime.errors import DeadlineExceeded, InvalidArgument
 from vien.runtime.metrics import DEADLINE_DROPPED, TEXTS, TOKENS
 
@@ -101,7 +101,7 @@ class QueryEmbedder:
         check_texts(texts, self.config.limits)
         enc_name = prof.query_encoder
         enc = self.encoders[enc_name]
-        prompted = [prof.prompt("query", t) for t in texts]
+        prompted = [prof.prompt(QUERY, t) for t in texts]
         keys = [cache_key(enc.model_id, enc.revision, enc.variant, t) for t in prompted]
 
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from vien.embedding.cache import QueryCache
-from vien.embedding.requests import check_texts
+from vien.embedding.requests import PB_TO_KIND, check_texts
 from vien.runtime.auth import caller_tenant
 from vien.runtime.config import LANGS, Settings
 from vien.runtime.errors import UpstreamError
@@ -25,10 +25,7 @@ from vien.runtime.telemetry import (
 )
 from vien.text.accent_stats import ALL, AccentRestorer, open_accent_stats
 from vien.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc, router_pb2
-from vien_router.logic import DOCUMENT, QUERY, Encoded, EncodedText, Router
-
-_KINDS = {common_pb2.EMBED_KIND_UNSPECIFIED: QUERY, common_pb2.EMBED_KIND_QUERY: QUERY,
-          common_pb2.EMBED_KIND_DOCUMENT: DOCUMENT}
+from vien_router.logic import Encoded, EncodedText, Router
 
 
 class GrpcEmbedderClient:
@@ -64,7 +61,7 @@ class RouterServicer:
 
     async def _embed(self, request: router_pb2.EmbedRequest, context: grpc.aio.ServicerContext
                      ) -> router_pb2.EmbedResponse:
-        kind = _KINDS.get(request.kind, f"<{request.kind}>")
+        kind = PB_TO_KIND.get(request.kind, f"<{request.kind}>")
         res = await self.app.router.embed(
             list(request.texts), kind=kind, profile=request.profile, dimensions=request.dimensions,
             strict=request.strict, lang=request.lang, bypass_cache=request.bypass_cache,

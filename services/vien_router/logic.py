@@ -14,14 +14,13 @@ from vien.embedding.cache import QueryCache, cache_key
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
 from vien.embedding.vectors import pack, truncate
 from vien.lexical import LexicalEncoder
-from vien.runtime.config import LANGS, VienConfig
+from vien.runtime.config import DOCUMENT, LANGS, QUERY, VienConfig
 from vien.runtime.errors import InvalidArgument, UpstreamError
 from vien.store.base import SparseVector
 from vien.text.accent_stats import ALL, AccentRestorer
 from vien.text.accents import restore
 from vien_router.langid import detect_with_score, is_english_word
 
-QUERY, DOCUMENT = "query", "document"
 _INDEXED_FIELD = re.compile(r"^texts\[(\d+)\]")
 # How long the router trusts the model identity it learned from the query-embedder's last answer before
 # forwarding a request again to refresh it (so a model upgrade never keeps serving old cached vectors).
@@ -110,7 +109,7 @@ class Router:
             return None
         prof = self.config.profiles[profile]
         variant = self.config.encoders[prof.query_encoder].variant
-        keys = [cache_key(ident[0], ident[1], variant, prof.prompt("query", t)) for t in texts]
+        keys = [cache_key(ident[0], ident[1], variant, prof.prompt(QUERY, t)) for t in texts]
         hits = await self.cache.get_many(keys, prof.dims)
         if any(h is None or (strict and h.truncated) for h in hits):
             return None

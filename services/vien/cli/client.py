@@ -7,13 +7,14 @@ import os
 import grpc
 import numpy as np
 
+from vien.embedding.requests import KIND_TO_PB
 from vien.runtime.auth import with_client_key
 from vien.runtime.config import Settings
 from vien.runtime.telemetry import traced_channel
 from vien.runtime.tls import channel_for
 from vien.v1 import common_pb2, router_pb2_grpc
 
-KINDS = {"query": common_pb2.EMBED_KIND_QUERY, "document": common_pb2.EMBED_KIND_DOCUMENT}
+KINDS = KIND_TO_PB  # `vien embed --kind query|document`
 
 
 def client_channel(address: str) -> tuple[grpc.Channel, grpc.Channel]:

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vien.runtime.config import LimitsConfig, ProfileConfig, VienConfig
+from vien.runtime.config import DOCUMENT, QUERY, Kind, LimitsConfig, ProfileConfig, VienConfig
 from vien.runtime.errors import InvalidArgument
+from vien.v1 import common_pb2
+
+KIND_TO_PB = {QUERY: common_pb2.EMBED_KIND_QUERY, DOCUMENT: common_pb2.EMBED_KIND_DOCUMENT}
+#: EMBED_KIND_UNSPECIFIED means QUERY (the latency path), as the API documents
+PB_TO_KIND: dict[int, Kind] = {common_pb2.EMBED_KIND_UNSPECIFIED: QUERY, common_pb2.EMBED_KIND_QUERY: QUERY,
+                               common_pb2.EMBED_KIND_DOCUMENT: DOCUMENT}
 
 
 def check_texts(texts: Sequence[str], limits: LimitsConfig, field: str = "texts") -> list[str]:

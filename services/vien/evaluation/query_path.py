@@ -8,10 +8,11 @@ query-embedder's model id), so routing, prompts and dims are the services' own.
 from __future__ import annotations
 
 from vien.embedding.vectors import pack, unpack
+from vien.runtime.config import QUERY
 from vien.runtime.errors import FailedPrecondition
 from vien.text.accent_stats import ALL
 from vien_query_embedder.logic import QueryEmbedder
-from vien_router.logic import QUERY, Encoded, EncodedText, Router
+from vien_router.logic import Encoded, EncodedText, Router
 from vien_search.logic import QueryVector
 
 

@@ -24,6 +24,13 @@ LANGS = ("vi", "en", "other")
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
+#: The two kinds of text every embedding space distinguishes (defined once; the protobuf enum maps onto these in
+#: vien.embedding.requests).
+Kind = Literal["query", "document"]
+QUERY: Kind = "query"
+DOCUMENT: Kind = "document"
+
+
 class ConfigError(ValueError):
     """The profiles file (or an environment setting) is invalid; the message names the field."""
 
@@ -180,8 +187,8 @@ class ProfileConfig(_Strict):
             raise ValueError(f"{requested} is out of range; allowed {self.min_dims}..{self.dims}")
         return requested
 
-    def prompt(self, kind: Literal["query", "document"], text: str) -> str:
-        template = self.query_prompt if kind == "query" else self.document_prompt
+    def prompt(self, kind: Kind, text: str) -> str:
+        template = self.query_prompt if kind == QUERY else self.document_prompt
         # str.replace, not str.format: user text may contain braces.
         return template.replace("{text}", text)
 
