@@ -21,12 +21,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "services"))
 
-from vien.evaluation.diacritics import strip_diacritics  # noqa: E402
 from vien.runtime import env  # noqa: E402
 from vien.runtime.config import Settings  # noqa: E402
 from vien.text.accent_stats import AccentRestorer, MemoryAccentStats  # noqa: E402
 from vien.text.accents import Restoration, SyllableCounts, restore, syllable_accuracy  # noqa: E402
-from vien_router.langid import is_english_word  # noqa: E402
+from vien.text.langid import is_english_word  # noqa: E402
+from vien_tools.eval.diacritics import strip_diacritics  # noqa: E402
 
 QUERIES = REPO / "tests" / "data" / "langid_labelled.tsv"
 SAMPLES = REPO / "services" / "vien" / "samples" / "documents.jsonl"

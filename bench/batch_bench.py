@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
+from vien_tools.build.setup import ensure_builtin_models
 
 SYLLABLES = ("giá vé máy bay đi Đà Nẵng tháng này bao nhiêu phở bò Hà Nội cà phê sữa đá Sài Gòn thành phố "
              "the quick brown fox jumps over lazy dog museum opens morning closes evening river bridge").split()
@@ -35,7 +35,7 @@ def texts(n: int, seed: int = 0) -> list[str]:
 
 
 def _children(pid: int) -> dict[str, int]:
-    """service name -> pid of `vien up`'s children (`python -m vien serve <service>`)."""
+    """service name -> pid of `vien up`'s children (`python -m vien_tools serve <service>`)."""
     out: dict[str, int] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():

@@ -49,10 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from vien.embedding.batcher import length_bucket
 from vien.embedding.encoders import load_onnx_encoder, resolve_model_source
-from vien.ingest_logic.chunking import chunk_text
 from vien.models.onnx_encoder import TokenCounter
-from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
+from vien_ingest.chunking import chunk_text
+from vien_tools.build.setup import ensure_builtin_models
 
 TENANT = "bench-ingest"
 WARM_TENANT = "bench-warmup"
@@ -269,14 +269,14 @@ def raw_throughput(settings: Settings, prof, texts: list[str]) -> dict:
 
 
 def _stats_lag(mesh) -> tuple[int | None, int | None]:
-    from vien.cli.documents import _kafka_stats
+    from vien_tools.cli.documents import _kafka_stats
 
     s = Settings.from_env()
     return asyncio.run(_kafka_stats(mesh.addrs["kafka"], s.documents_topic, s.dlq_topic, s.ingest_group))
 
 
 def _publish(mesh, path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "vien", "publish", str(path), "--kafka", mesh.addrs["kafka"]],
+    out = subprocess.run([sys.executable, "-m", "vien_tools", "publish", str(path), "--kafka", mesh.addrs["kafka"]],
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"vien publish failed: {out.stderr[-2000:]}")
@@ -345,7 +345,7 @@ def vllm_raw_throughput(mesh, texts: list[str], onnx_pass, rounds: int = 2) -> d
     """vLLM alone on the pipeline's texts: the best batching of VLLM_BATCHINGS on a sample, then all texts;
     alternated with `onnx_pass()` (the ONNX encoder on the same texts, seconds) `rounds` times, the fastest
     pass of each kept, so that both see the same machine (it is shared and noisy)."""
-    from vien.cli.vllm_process import E5_SERVED_NAME
+    from vien_tools.cli.vllm_process import E5_SERVED_NAME
 
     base_url = f"http://{mesh.addrs['vllm']}/v1"
     rng = random.Random(3)

@@ -1,7 +1,7 @@
 """`vien bench langid` / `python bench/langid_bench.py`: accuracy and cost of the router's language id.
 
 Loads tests/data/langid_labelled.tsv (lang, accented, text), reports per-class accuracy of
-vien_router.langid.detect, its per-text cost (mean and p99 microseconds over >= 10 passes, measured
+vien.text.langid.detect, its per-text cost (mean and p99 microseconds over >= 10 passes, measured
 with time.perf_counter_ns one call at a time), and, for comparison, plain py3langid restricted to
 vi/en on the same texts (what the rules buy). Prints one JSON line.
 """
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "langid_labelled.tsv"
 sys.path.insert(0, str(REPO / "services"))
 
-from vien_router import langid  # noqa: E402
+from vien.text import langid  # noqa: E402
 
 
 def load(path: Path = DATA) -> list[tuple[str, str, str]]:

@@ -32,10 +32,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from vien.cli.supervisor import free_port, grpc_serving
-from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
 from vien.v1 import embedder_pb2, embedder_pb2_grpc
+from vien_tools.build.setup import ensure_builtin_models
+from vien_tools.cli.supervisor import free_port, grpc_serving
 
 WORDS = ["giá vàng", "hộ chiếu", "thời tiết", "luật giao thông", "điện thoại", "tiếng Anh", "pho hanoi",
          "passport", "flights", "lãi suất", "bệnh viện", "visa", "sốt xuất huyết", "thuế", "tuyển dụng"]
@@ -151,7 +151,7 @@ def one_setting(settings: Settings, max_wait_ms: int, max_rpcs: int, n: int, sec
     env = {**os.environ, "VIEN_QUERY_MAX_WAIT_MS": str(max_wait_ms), "VIEN_MAX_CONCURRENT_RPCS": str(max_rpcs),
            "VIEN_TRACING": "0"}
     env.pop("VIEN_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "vien", "serve", "query-embedder", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "vien_tools", "serve", "query-embedder", "--port", str(port),
                              "--host", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

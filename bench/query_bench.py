@@ -24,9 +24,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from vien.embedding.encoders import load_onnx_encoder
-from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
+from vien_tools.build.setup import ensure_builtin_models
 
 SHORT_QUERIES = [
     "giá vàng hôm nay", "cách làm hộ chiếu online", "thời tiết Đà Lạt tuần này", "luật giao thông mới nhất",

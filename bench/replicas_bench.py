@@ -38,8 +38,8 @@ from query_bench import throughput
 
 from vien.embedding.encoders import resolve_model_source
 from vien.models.onnx_encoder import TokenCounter
-from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings, default_config_path
+from vien_tools.build.setup import ensure_builtin_models
 
 CONCURRENCY = 16
 

@@ -33,10 +33,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
 from vien.store.base import Point, SearchFilter
 from vien.v1 import search_pb2, search_pb2_grpc
+from vien_tools.build.setup import ensure_builtin_models
 
 TENANT = "bench-search"
 OTHER_TENANTS = ("bench-other-a", "bench-other-b")
@@ -92,7 +92,7 @@ def _texts(k: int, seed: int = 5) -> list[tuple[str, str, str]]:
 
 
 def fill(store, collection: str, n: int, dims: int, share: float, batch: int = 1000, seed: int = 3) -> dict[str, int]:
-    from vien.ingest_logic.events import point_id
+    from vien.documents.events import point_id
 
     rng = np.random.default_rng(seed)
     texts = _texts(500)

@@ -120,9 +120,9 @@ def local_models() -> dict[str, Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT / "services")}
         log(f"building the small Qwen3 and its ONNX export into {out} (once)")
-        subprocess.run([sys.executable, "-m", "vien.models.tiny_qwen3", "--out", str(tmp / "hf")], env=env,
+        subprocess.run([sys.executable, "-m", "vien_tools.build.tiny_qwen3", "--out", str(tmp / "hf")], env=env,
                        check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([sys.executable, "-m", "vien", "export-onnx", str(tmp / "hf"), "--out", str(tmp / "onnx")],
+        subprocess.run([sys.executable, "-m", "vien_tools", "export-onnx", str(tmp / "hf"), "--out", str(tmp / "onnx")],
                        env=env, check=True, stdout=subprocess.DEVNULL)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -354,7 +354,7 @@ class Harness:
                 {**base, "RUST_LOG": "warn"}
         if argv and argv[0] in ("vien", "python", "python3"):   # vien's own image
             base["PYTHONPATH"] = str(ROOT / "services")
-            head = [sys.executable, "-m", "vien"] if argv[0] == "vien" else [sys.executable]
+            head = [sys.executable, "-m", "vien_tools"] if argv[0] == "vien" else [sys.executable]
             return [*head, *argv[1:]], base
         raise ValueError(f"{pod.name}/{c.name}: no local stand-in for image {image!r} running {argv[:2]}")
 
@@ -631,8 +631,8 @@ async def documents_searchable(h: Harness, timeout: float) -> dict[str, Any]:
     """Publish the sample documents to the rendered topic; search them through the search pod."""
     import grpc
 
-    from vien.cli.documents import publish
     from vien.v1 import search_pb2, search_pb2_grpc
+    from vien_tools.cli.documents import publish
     ingest = h.pod("ingest").containers[0].env
     bootstrap, topic = ingest["VIEN_KAFKA_BOOTSTRAP"], ingest["VIEN_DOCUMENTS_TOPIC"]
     samples = ROOT / "services" / "vien" / "samples" / "documents.jsonl"

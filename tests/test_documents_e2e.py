@@ -17,16 +17,16 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from vien.ingest_logic.dlq import REASON
 from vien.v1 import search_pb2, search_pb2_grpc
 from vien.v1.documents_pb2 import DocumentEvent
+from vien_ingest.dlq import REASON
 
 SAMPLES = Path(__file__).resolve().parents[1] / "services" / "vien" / "samples" / "documents.jsonl"
 
 
 def vien(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "vien", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "vien_tools", *args], capture_output=True, text=True, timeout=timeout,
                           env=env)
 
 

@@ -76,7 +76,7 @@ def test_a_secret_is_never_echoed() -> None:
 @pytest.mark.parametrize(("var", "value", "allowed"), [("VIEN_QUERY_MAX_BATCH", "0", "1..1024"),
                                                        ("VIEN_MAX_MESSAGE_BYTES", "-1", "1024..2147483647")])
 def test_a_service_with_a_bad_setting_stops_at_start_naming_it(var: str, value: str, allowed: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "vien", "serve", "router", "--port", "0"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "vien_tools", "serve", "router", "--port", "0"], capture_output=True,
                           text=True, timeout=60, env={**os.environ, var: value, "VIEN_TRACING": "0"})
     assert proc.returncode != 0
     assert var in proc.stderr and allowed in proc.stderr, proc.stderr[-2000:]

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vien.cli.main import main
-from vien.evaluation.compare import CompareError, compare_runs, load_run, markdown_table, plot_png
-from vien.evaluation.datasets import DatasetError, load_dataset
-from vien.evaluation.diacritics import strip_diacritics
-from vien.evaluation.eval_config import EvalConfigError, derive_configs
-from vien.evaluation.metrics import dedupe_doc_ids, mrr_at, ndcg_at, recall_at, score_query
-from vien.evaluation.runner import EvalError, _search_kwargs
-from vien.evaluation.stats import bootstrap_ci, paired_test, sign_flip_pvalue
 from vien.runtime.config import load_config
+from vien_tools.cli.main import main
+from vien_tools.eval.compare import CompareError, compare_runs, load_run, markdown_table, plot_png
+from vien_tools.eval.datasets import DatasetError, load_dataset
+from vien_tools.eval.diacritics import strip_diacritics
+from vien_tools.eval.eval_config import EvalConfigError, derive_configs
+from vien_tools.eval.metrics import dedupe_doc_ids, mrr_at, ndcg_at, recall_at, score_query
+from vien_tools.eval.runner import EvalError, _search_kwargs
+from vien_tools.eval.stats import bootstrap_ci, paired_test, sign_flip_pvalue
 
 # ----------------------------------------------------------------------------------------------- metrics
 
@@ -259,7 +259,7 @@ def test_search_mode_is_named_only_where_search_has_modes():
 
 
 def vien(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vien", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "vien_tools", *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
 

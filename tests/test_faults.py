@@ -24,18 +24,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from conftest import serve_process
 from test_ingest_processor import LocalDocEncoder
 
-from vien.cli.supervisor import free_port, redis_ready
 from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, LocalBroker, ensure_topics
 from vien.runtime.config import Settings
 from vien.runtime.metrics import INGEST_RETRIES
 from vien.store.base import SearchFilter
 from vien.store.remote import RemoteStore
+from vien.text.langid import detect
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_ingest.grpc_app import token_counters
 from vien_ingest.processor import IngestProcessor
 from vien_ingest.worker import IngestWorker
-from vien_router.langid import detect
+from vien_tools.cli.supervisor import free_port, redis_ready
 
 COLL = "vien_e5_small"
 

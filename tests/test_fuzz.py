@@ -26,10 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vien.cli.supervisor import free_port, grpc_serving
 from vien.store.factory import open_store
 from vien.v1 import embedder_pb2, router_pb2, search_pb2, store_pb2
 from vien.v1.documents_pb2 import DocumentEvent
+from vien_tools.cli.supervisor import free_port, grpc_serving
 
 # Well-formed answers to a bad or unlucky request. DEADLINE_EXCEEDED only on a slow, shared machine.
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -232,7 +232,7 @@ def fuzz_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**os.environ, "VIEN_STORE_BACKEND": f"edge:{tmp / 'store'}", "VIEN_TRACING": "0"}
     log = tmp / "store.log"
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "vien", "serve", "store", "--port", str(port)], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "vien_tools", "serve", "store", "--port", str(port)], env=env,
                                 stdout=f, stderr=f)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -406,9 +406,9 @@ def test_http_headers_of_a_valid_request(fuzz_mesh, extra) -> None:
 def processor(settings, tmp_path_factory):
     from test_ingest_processor import LocalDocEncoder
 
+    from vien.text.langid import detect
     from vien_ingest.grpc_app import token_counters
     from vien_ingest.processor import IngestProcessor
-    from vien_router.langid import detect
 
     store = open_store(f"edge:{tmp_path_factory.mktemp('fuzz-edge')}")
     proc = IngestProcessor(settings.config, store, LocalDocEncoder(settings), token_counters(settings.config, settings),
@@ -448,7 +448,7 @@ def test_ingest_processor_events(processor, values, headers) -> None:
 
 
 def test_regressions_found_by_fuzzing() -> None:
-    from vien.ingest_logic.events import PoisonEvent, decode_event
+    from vien.documents.events import PoisonEvent, decode_event
     from vien.runtime.errors import InvalidArgument
     from vien.store import wire
 

@@ -43,7 +43,7 @@ from helm_fixtures import (
 from vien.runtime.balancing import channel_target
 from vien.runtime.config import VienConfig
 from vien.runtime.grpc_server import LIVENESS
-from vien.runtime.registry import SERVICES
+from vien_tools.cli.registry import SERVICES
 
 VARIANTS = ["default", "gpu"]
 SECRETISH = re.compile(r"(KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL)", re.I)

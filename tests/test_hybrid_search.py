@@ -16,10 +16,10 @@ from vien.runtime.errors import FailedPrecondition, InvalidArgument
 from vien.store.base import Point, SearchFilter
 from vien.store.edge import EdgeStore
 from vien.text.accents import AccentModel, SyllableCounts, load_prior, restore
+from vien.text.langid import detect
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_ingest.grpc_app import token_counters
 from vien_ingest.processor import IngestProcessor, Record
-from vien_router.langid import detect
 from vien_search import fusion as fusion_fn
 from vien_search.logic import QueryVector, Searcher, is_unaccented
 

@@ -9,10 +9,9 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from vien_store.grpc_app import StoreServicer
 
+from vien.documents.events import PoisonEvent, decode_event, event_from_json
 from vien.documents.identity import MAX_DOC_ID_CHARS, MAX_TENANT_CHARS, IdentityError
-from vien.ingest_logic.events import PoisonEvent, decode_event, event_from_json
 from vien.runtime.auth import ApiKeys
 from vien.runtime.config import ConfigError, load_config
 from vien.runtime.errors import InvalidArgument
@@ -20,6 +19,7 @@ from vien.store.factory import open_store
 from vien.v1 import store_pb2
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_search.logic import Searcher
+from vien_store.grpc_app import StoreServicer
 
 VALID_TENANTS = ["acme", "A", "team-1.eu:prod@x_y", "t" * MAX_TENANT_CHARS]
 INVALID_TENANTS = ["", "acme corp", "a/b", " acme", "acme ", "-acme", "công-ty", "t" * (MAX_TENANT_CHARS + 1),

@@ -17,9 +17,7 @@ from google.protobuf import struct_pb2
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from vien.ingest_logic import dlq
-from vien.ingest_logic.chunking import Chunk, chunk_text
-from vien.ingest_logic.events import (
+from vien.documents.events import (
     VIEN_POINT_NAMESPACE,
     EventLimits,
     PoisonEvent,
@@ -32,6 +30,8 @@ from vien.ingest_logic.events import (
 )
 from vien.kafka.tracing import extract_context, inject_headers, trace_headers
 from vien.v1.documents_pb2 import DocumentEvent
+from vien_ingest import dlq
+from vien_ingest.chunking import Chunk, chunk_text
 
 UPSERT, DELETE = DocumentEvent.OP_UPSERT, DocumentEvent.OP_DELETE
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from google.protobuf import struct_pb2
 
+from vien.documents.events import point_id
 from vien.documents.payload import TOMBSTONE_COLLECTION, ChunkPayload
 from vien.embedding.encoders import load_onnx_encoder
-from vien.ingest_logic.events import point_id
 from vien.store.base import SearchFilter
 from vien.store.factory import open_store
+from vien.text.langid import detect
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_ingest.grpc_app import token_counters
 from vien_ingest.processor import IngestProcessor, Record
-from vien_router.langid import detect
 
 COLL = "vien_e5_small"
 

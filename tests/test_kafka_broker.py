@@ -14,8 +14,7 @@ from kafka_fixtures import KafkaTopics, kafka_broker, kafka_topics  # noqa: F401
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from vien.ingest_logic import dlq
-from vien.ingest_logic.events import PoisonEvent, decode_event
+from vien.documents.events import PoisonEvent, decode_event
 from vien.kafka import (
     LocalBroker,
     close_consumer,
@@ -27,6 +26,7 @@ from vien.kafka import (
 )
 from vien.kafka.broker import kafka_metadata_ok
 from vien.v1.documents_pb2 import DocumentEvent
+from vien_ingest import dlq
 
 aiokafka = pytest.importorskip("aiokafka")
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402

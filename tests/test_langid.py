@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vien_router import langid
-from vien_router.langid import EN, OTHER, VI, detect, detect_with_score
+from vien.text import langid
+from vien.text.langid import EN, OTHER, VI, detect, detect_with_score
 
 DATA = Path(__file__).parent / "data" / "langid_labelled.tsv"
 

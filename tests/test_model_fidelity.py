@@ -173,7 +173,7 @@ def test_metadata(e5_model_dir: Path, fp32: OnnxEncoder) -> None:  # noqa: F811
 def test_build_is_idempotent(e5_model_dir: Path) -> None:  # noqa: F811
     import time
 
-    from vien.models.build_e5 import build
+    from vien_tools.build.build_e5 import build
 
     before = {p.name: p.stat().st_mtime_ns for p in e5_model_dir.iterdir() if not p.name.startswith(".")}
     t0 = time.perf_counter()

@@ -61,7 +61,7 @@ class Observed:
 
 
 def _vien(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vien", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "vien_tools", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **env})
 
 

@@ -27,12 +27,12 @@ from openai import OpenAI
 from openai_fixtures import gateway_process
 from tiktoken_fixtures import local_encoding, registered
 
-from vien.cli.supervisor import free_port
 from vien.lexical import LexicalEncoder
 from vien.runtime.auth import ApiKeys
 from vien.runtime.config import Settings, load_config
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 from vien_gateway.app import GatewayApp
+from vien_tools.cli.supervisor import free_port
 
 ALIAS, DOC_ALIAS = "text-embedding-3-small", "text-embedding-3-small-document"
 DOCS = [

@@ -14,7 +14,6 @@ import time
 import grpc
 import pytest
 
-from vien.cli.supervisor import free_port
 from vien.embedding.cache import QueryCache
 from vien.runtime.errors import DeadlineExceeded
 from vien.runtime.grpc_server import run_app
@@ -22,6 +21,7 @@ from vien.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc, router_pb2, rou
 from vien_query_embedder.grpc_app import QueryEmbedderApp
 from vien_query_embedder.logic import QueryEmbedder
 from vien_router.grpc_app import RouterApp
+from vien_tools.cli.supervisor import free_port
 
 
 def test_expired_texts_are_dropped_from_the_queue_not_computed(settings):

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vien.models import export_qwen3 as xq
 from vien.models.onnx_encoder import ModelLoadError, OnnxEncoder
 from vien.runtime.config import load_config
+from vien_tools.build import export_qwen3 as xq
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "services" / "vien" / "config"
 EOS = "<|endoftext|>"
@@ -162,7 +162,7 @@ def test_lower_precision_variants_are_kept_only_when_they_measure_at_least_099(e
 
 
 def test_cli_exports_an_mrl_slice(tiny, torch_model, tmp_path, capsys):
-    from vien.cli.export import add_parser
+    from vien_tools.cli.export import add_parser
 
     parser = argparse.ArgumentParser(prog="vien")
     add_parser(parser.add_subparsers(dest="cmd", required=True))
@@ -183,7 +183,7 @@ def test_cli_exports_an_mrl_slice(tiny, torch_model, tmp_path, capsys):
     assert _cos(enc.embed_ids(ids), want).min() >= 0.9999
 
     bad = parser.parse_args(["export-onnx", str(tiny), "--out", str(tmp_path / "x"), "--dims", str(HIDDEN + 1)])
-    from vien.cli.main import CliError
+    from vien_tools.cli.main import CliError
 
     with pytest.raises(CliError, match="out of range"):
         bad.fn(bad)

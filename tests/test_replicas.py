@@ -25,13 +25,13 @@ from test_documents_e2e import mixed_stream, vien, wait_for, wrong_documents
 from test_faults import committed_total
 from test_observability import scrape, value
 
-from vien.cli.supervisor import free_port, grpc_serving
 from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, ensure_topics
 from vien.runtime.config import Settings
 from vien.runtime.grpc_client import aio_channel
 from vien.store.base import SearchFilter
 from vien.store.remote import RemoteStore
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
+from vien_tools.cli.supervisor import free_port, grpc_serving
 
 pytestmark = pytest.mark.slow
 

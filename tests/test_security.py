@@ -27,14 +27,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vien.cli.documents import stats
-from vien.cli.supervisor import free_port, grpc_serving, http_ready
 from vien.runtime.auth import ApiKeys, Caller, caller_tenant, set_caller
 from vien.runtime.config import ConfigError, VienConfig, default_config_path, load_config
 from vien.runtime.errors import PermissionDenied, Unauthenticated
 from vien.store.remote import RemoteStore
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc, search_pb2, search_pb2_grpc
 from vien.v1.documents_pb2 import DocumentEvent
+from vien_tools.cli.documents import stats
+from vien_tools.cli.supervisor import free_port, grpc_serving, http_ready
 
 ALPHA, BETA, GAMMA = "sec-alpha", "sec-beta", "sec-gamma"
 KEY_A, KEY_B, KEY_G = "sk-alpha-7f3c91d2", "sk-beta-52be0a44", "sk-gamma-0c1d9e77"
@@ -97,7 +97,7 @@ class Edges:
 
 def _start(name: str, argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "vien", *argv], env=env, stdout=f, stderr=f)
+        return subprocess.Popen([sys.executable, "-m", "vien_tools", *argv], env=env, stdout=f, stderr=f)
 
 
 def _wait(ready, address: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import start_mesh, stop_mesh
 
-from vien.cli.supervisor import free_port, grpc_serving
+from vien_tools.cli.supervisor import free_port, grpc_serving
 
 ALL_SERVICES = ("router", "query-embedder", "doc-embedder", "store", "search", "ingest")
 
@@ -71,7 +71,7 @@ def test_up_restarts_a_crashed_service_and_stops_everything_on_sigterm(models_di
 
 def test_embed_cli_prints_one_json_object_per_text(mesh):
     out = subprocess.run(
-        [sys.executable, "-m", "vien", "embed", "--router", mesh.router, "--dims", "256",
+        [sys.executable, "-m", "vien_tools", "embed", "--router", mesh.router, "--dims", "256",
          "xin chào thế giới", "hello world"],
         capture_output=True, text=True, timeout=120,
     )
@@ -84,13 +84,13 @@ def test_embed_cli_prints_one_json_object_per_text(mesh):
 
 
 def test_embed_cli_errors_are_one_line_without_traceback(mesh):
-    bad = subprocess.run([sys.executable, "-m", "vien", "embed", "--router", mesh.router, "--dims", "7", "x"],
+    bad = subprocess.run([sys.executable, "-m", "vien_tools", "embed", "--router", mesh.router, "--dims", "7", "x"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
     assert "INVALID_ARGUMENT" in bad.stderr and "dimensions" in bad.stderr
 
-    down = subprocess.run([sys.executable, "-m", "vien", "embed", "--router", f"127.0.0.1:{free_port()}",
+    down = subprocess.run([sys.executable, "-m", "vien_tools", "embed", "--router", f"127.0.0.1:{free_port()}",
                            "--timeout", "3", "x"], capture_output=True, text=True, timeout=60)
     assert down.returncode != 0 and "Traceback" not in down.stderr
     assert "cannot reach the router" in down.stderr

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vien.cli.supervisor import free_port, grpc_serving
 from vien.runtime.config import ConfigError, Settings
 from vien.runtime.tls import channel_for, tls_files
 from vien.v1 import router_pb2, router_pb2_grpc
+from vien_tools.cli.supervisor import free_port, grpc_serving
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -102,8 +102,8 @@ def mtls_mesh(models_dir, pki, tmp_path_factory) -> Iterator[dict[str, Any]]:
         for name in ("query-embedder", "router"):
             log = tmp / f"{name}.log"
             with open(log, "wb") as f:
-                procs.append(subprocess.Popen([sys.executable, "-m", "vien", "serve", name, "--port", str(ports[name])],
-                                              env=env, stdout=f, stderr=f))
+                argv = [sys.executable, "-m", "vien_tools", "serve", name, "--port", str(ports[name])]
+                procs.append(subprocess.Popen(argv, env=env, stdout=f, stderr=f))
             deadline = time.monotonic() + 120
             while not grpc_serving(addr[name]):
                 if procs[-1].poll() is not None or time.monotonic() > deadline:
@@ -166,11 +166,11 @@ def test_mtls_calls_work_through_an_internal_hop_and_others_are_refused(mtls_mes
 
 def test_cli_embed_follows_the_tls_settings(mtls_mesh, pki) -> None:
     env = {**os.environ, **_tls_env(pki, client_auth=True), "VIEN_TRACING": "0"}
-    out = subprocess.run([sys.executable, "-m", "vien", "embed", "--router", mtls_mesh["router"], "xin chào"],
+    out = subprocess.run([sys.executable, "-m", "vien_tools", "embed", "--router", mtls_mesh["router"], "xin chào"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
-    plain = subprocess.run([sys.executable, "-m", "vien", "embed", "--router", mtls_mesh["router"], "--timeout", "3",
-                            "xin chào"], capture_output=True, text=True, timeout=60,
+    plain = subprocess.run([sys.executable, "-m", "vien_tools", "embed", "--router", mtls_mesh["router"],
+                            "--timeout", "3", "xin chào"], capture_output=True, text=True, timeout=60,
                            env={k: v for k, v in env.items() if not k.startswith("VIEN_TLS_")})
     assert plain.returncode != 0
 

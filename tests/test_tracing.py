@@ -11,11 +11,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from vien.cli.supervisor import free_port
 from vien.runtime.grpc_server import run_app
-from vien.runtime.registry import SERVICES
 from vien.runtime.telemetry import setup_tracing, traced_channel
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
+from vien_tools.cli.registry import SERVICES
+from vien_tools.cli.supervisor import free_port
 
 
 def test_one_trace_spans_client_router_and_embedders(settings):

@@ -33,10 +33,10 @@ import yaml
 from test_documents_e2e import SAMPLES, drained, mixed_stream, search, stats, vien, wait_for, wrong_documents
 from vllm_fixtures import QWEN3_DIMS, QWEN3_KEY, QWEN3_NAME, VllmStack
 
-from vien.embedding.openai_client import OpenAIEmbeddingsClient
 from vien.runtime.config import EncoderConfig, Settings, default_config_path
 from vien.runtime.errors import UpstreamError
 from vien.v1 import embedder_pb2, embedder_pb2_grpc
+from vien_doc_embedder.openai_client import OpenAIEmbeddingsClient
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "services" / "vien" / "config"
 QWEN3_INSTRUCT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:{text}"
@@ -219,10 +219,10 @@ def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: V
     server and engine) is killed with SIGKILL once ingest is under way. The doc-embedder's retries and breaker
     hold, ingest commits nothing it did not store, the supervisor restarts vLLM, and at the end every live
     document is there exactly once with its newest version."""
-    from vien.cli.vllm_process import vllm_ready
     from vien.runtime.errors import NotFound
     from vien.store.base import SearchFilter
     from vien.store.remote import RemoteStore
+    from vien_tools.cli.vllm_process import vllm_ready
 
     mesh = vllm_stack.mesh
     tenant, coll = "vllm-kill", "vien_e5_small"
@@ -265,9 +265,9 @@ def test_the_charts_vllm_command_line_and_profile_are_what_the_tests_ran():
     from helm_fixtures import env_of, one, pod_spec, rendered, vien_deployments
     from vllm_fixtures import qwen3_test_spec
 
-    from vien.cli.vllm_process import VLLM_VERSION, e5_spec
     from vien.models.onnx_encoder import provider_setting
     from vien.runtime.config import VienConfig
+    from vien_tools.cli.vllm_process import VLLM_VERSION, e5_spec
 
     ran = qwen3_test_spec(Path("/m")).argv() + e5_spec(Path("/m"), write=False).argv()
     ran_flags = {a for a in ran if a.startswith("--")}
@@ -297,8 +297,8 @@ def test_the_charts_vllm_command_line_and_profile_are_what_the_tests_ran():
 def test_vien_up_with_vllm_supervises_e5_on_vllm_and_points_the_services_at_it(models_dir, tmp_path):
     """What `vien up --doc-backend vllm` adds (no server started): vLLM as a first-stage child with e5's mean
     pooling, and a profiles file whose e5 document encoder is vLLM while queries stay on ONNX."""
-    from vien.cli.vllm_process import E5_SERVED_NAME, supervised_vllm
     from vien.runtime.config import load_config
+    from vien_tools.cli.vllm_process import E5_SERVED_NAME, supervised_vllm
 
     child, env = supervised_vllm("127.0.0.1", 18123, models_dir, tmp_path, None)
     assert (child.name, child.address, child.stage) == ("vllm", "127.0.0.1:18123", 0)
@@ -317,7 +317,7 @@ def test_vien_up_with_vllm_supervises_e5_on_vllm_and_points_the_services_at_it(m
 
 
 def test_vien_up_without_vllm_installed_says_how_to_install_it(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "vien", "up", "--doc-backend", "vllm", "--base-port", "0",
+    out = subprocess.run([sys.executable, "-m", "vien_tools", "up", "--doc-backend", "vllm", "--base-port", "0",
                           "--log-dir", str(tmp_path / "logs"), "--data-dir", str(tmp_path / "data")],
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "VIEN_VLLM_PYTHON": str(tmp_path / "no-venv" / "python")})

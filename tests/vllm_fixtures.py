@@ -6,7 +6,7 @@ started once per session and shared, both servers at the same time (each takes a
 - ``vllm_stack.qwen3``: a vLLM serving a small random Qwen3 (``build_tiny_qwen3``: GQA, 4 layers, head_dim 64)
   with ``is_matryoshka``; ``vllm_stack.qwen3_onnx`` is its ONNX export by `vien export-onnx`.
 
-Both servers go through vien.cli.vllm_process, the launcher `vien up` and the benches use.
+Both servers go through vien_tools.cli.vllm_process, the launcher `vien up` and the benches use.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from vien.cli.vllm_process import VllmNotInstalled, VllmServer, VllmSpec, qwen3_spec, vllm_python
+from vien_tools.cli.vllm_process import VllmNotInstalled, VllmServer, VllmSpec, qwen3_spec, vllm_python
 
 QWEN3_NAME = "tiny-qwen3"
 QWEN3_DIMS = 128   # build_tiny_qwen3's hidden size
@@ -50,11 +50,11 @@ def _qwen3_server(tmp: Path) -> tuple[VllmServer, Path, Path]:
     """Build the tiny Qwen3, export it with `vien export-onnx`, start vLLM on it (not waiting for it)."""
     import sys
 
-    from vien.models.tiny_qwen3 import build_tiny_qwen3
+    from vien_tools.build.tiny_qwen3 import build_tiny_qwen3
 
     qdir = build_tiny_qwen3(tmp / "qwen3", seed=0)
     onnx = tmp / "qwen3-onnx"
-    out = subprocess.run([sys.executable, "-m", "vien", "export-onnx", str(qdir), "--out", str(onnx),
+    out = subprocess.run([sys.executable, "-m", "vien_tools", "export-onnx", str(qdir), "--out", str(onnx),
                           "--dtype", "fp32", "--model-id", f"test/{QWEN3_NAME}"], capture_output=True, text=True,
                          timeout=600)
     if out.returncode != 0:

@@ -17,7 +17,6 @@ import numpy as np
 
 from vien.embedding.batcher import Batcher
 from vien.embedding.encoders import TextEncoder, prepare
-from vien.embedding.openai_client import OpenAIEmbeddingsClient, estimate_tokens
 from vien.embedding.vectors import truncate
 from vien.runtime.breaker import CircuitBreaker, State
 from vien.runtime.config import EncoderConfig
@@ -27,6 +26,7 @@ from vien.runtime.metrics import (
     BREAKER_REJECTED,
     BREAKER_STATE,
 )
+from vien_doc_embedder.openai_client import OpenAIEmbeddingsClient, estimate_tokens
 
 log = logging.getLogger("vien.doc_embedder")
 _STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}

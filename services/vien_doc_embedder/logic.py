@@ -29,12 +29,12 @@ from typing import Any, Literal
 import numpy as np
 
 from vien.embedding.encoders import TextEncoder, load_onnx_encoder
-from vien.embedding.openai_client import OpenAIEmbeddingsClient
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
 from vien.runtime.config import DOCUMENT, EncoderConfig, Settings, VienConfig
 from vien.runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, VienError
 from vien.runtime.metrics import SPACE_GUARD_OK, TEXTS, TOKENS
 from vien_doc_embedder.backends import DocBackend, OnnxDocBackend, OpenAIDocBackend, TokenCounter, TokenizerCounter
+from vien_doc_embedder.openai_client import OpenAIEmbeddingsClient
 from vien_doc_embedder.space_guard import GuardResult, compare, document_inputs, query_side_vectors
 
 log = logging.getLogger("vien.doc_embedder")

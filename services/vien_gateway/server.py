@@ -7,10 +7,10 @@ import os
 import signal
 
 from vien.runtime.auth import ApiKeys
+from vien.runtime.balancing import port_of
 from vien.runtime.config import Settings
 from vien.runtime.logs import setup_logging
 from vien.runtime.metrics import serve_metrics
-from vien.runtime.registry import port_of
 from vien.runtime.telemetry import setup_tracing, shutdown_tracing
 from vien_gateway.app import GatewayApp
 

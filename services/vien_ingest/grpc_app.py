@@ -20,10 +20,10 @@ from vien.runtime.grpc_server import HealthReporter
 from vien.store.base import VectorStore
 from vien.store.factory import open_store
 from vien.text.accent_stats import AccentStats, open_accent_stats
+from vien.text.langid import detect
 from vien.v1 import embedder_pb2, embedder_pb2_grpc
 from vien_ingest.processor import CountTokens, IngestProcessor
 from vien_ingest.worker import IngestWorker
-from vien_router.langid import detect
 
 log = logging.getLogger("vien.ingest")
 

@@ -26,9 +26,8 @@ import numpy as np
 from google.protobuf import json_format
 from opentelemetry import trace
 
+from vien.documents.events import PoisonEvent, decode_event, event_content_hash, point_id
 from vien.documents.payload import TOMBSTONE_COLLECTION, TOMBSTONE_DIMS, ChunkPayload, Tombstone
-from vien.ingest_logic.chunking import chunk_text
-from vien.ingest_logic.events import PoisonEvent, decode_event, event_content_hash, point_id
 from vien.kafka.tracing import extract_context
 from vien.lexical import LexicalEncoder
 from vien.runtime.config import DOCUMENT, VienConfig
@@ -38,6 +37,7 @@ from vien.store.base import Point, SparseVector, VectorStore
 from vien.text.accent_stats import AccentStats
 from vien.text.accents import SyllableCounts
 from vien.v1.documents_pb2 import DocumentEvent
+from vien_ingest.chunking import chunk_text
 
 log = logging.getLogger("vien.ingest")
 tracer = trace.get_tracer("vien.ingest")

@@ -17,7 +17,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from vien.ingest_logic.dlq import dlq_record
 from vien.kafka.broker import close_consumer, local_group_kwargs
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument, VienError
@@ -29,6 +28,7 @@ from vien.runtime.metrics import (
     INGEST_EVENTS,
     INGEST_RETRIES,
 )
+from vien_ingest.dlq import dlq_record
 from vien_ingest.processor import BatchOutcome, IngestProcessor, Record
 
 log = logging.getLogger("vien.ingest")

@@ -19,7 +19,7 @@ from vien.runtime.errors import InvalidArgument, UpstreamError
 from vien.store.base import SparseVector
 from vien.text.accent_stats import ALL, AccentRestorer
 from vien.text.accents import restore
-from vien_router.langid import detect_with_score, is_english_word
+from vien.text.langid import detect_with_score, is_english_word
 
 _INDEXED_FIELD = re.compile(r"^texts\[(\d+)\]")
 # How long the router trusts the model identity it learned from the query-embedder's last answer before

@@ -21,7 +21,7 @@ from vien.lexical.tokens import fold, words
 from vien.runtime.config import LANGS, ProfileConfig, VienConfig
 from vien.runtime.errors import InvalidArgument, NotFound
 from vien.store.base import Hit, SearchFilter, SparseVector, VectorStore
-from vien_router.langid import detect
+from vien.text.langid import detect
 from vien_search import fusion
 
 MAX_TOP_K = 100

@@ -84,6 +84,11 @@ def _is_ip(host: str) -> int:
         return 0
 
 
+def port_of(address: str) -> int:
+    """The port of a `host:port` address (a server's own listening address)."""
+    return int(address.rsplit(":", 1)[1])
+
+
 def channel_target(address: str, what: str = "address") -> str:
     """The gRPC target for an address as configured (see the module docstring)."""
     address = address.strip()

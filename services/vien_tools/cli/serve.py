@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from vien.runtime.balancing import port_of
 from vien.runtime.config import Settings
 from vien.runtime.grpc_server import run_app
 from vien.runtime.logs import setup_logging
 from vien.runtime.metrics import serve_metrics
-from vien.runtime.registry import SERVICES, port_of
 from vien.runtime.telemetry import setup_tracing, shutdown_tracing
+from vien_tools.cli.registry import SERVICES
 
 
 def serve(name: str, port: int | None = None, host: str | None = None, metrics_port: int | None = None) -> int:

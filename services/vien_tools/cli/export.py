@@ -1,6 +1,6 @@
 """`vien export-onnx`: export a Qwen3-Embedding model to ONNX for the query side (needs the `export` extra).
 
-Wired into `vien` by ``add_parser(subparsers)`` from vien.cli.main.
+Wired into `vien` by ``add_parser(subparsers)`` from vien_tools.cli.main.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ def _dtypes(raw: list[str] | None) -> list[str]:
 
 
 def _cmd_export_onnx(ns: argparse.Namespace) -> int:
-    from vien.models.export_qwen3 import ExportError, export, summary
+    from vien_tools.build.export_qwen3 import ExportError, export, summary
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         report = export(ns.model, ns.out, dtypes=_dtypes(ns.dtype), dims=ns.dims, max_tokens=ns.max_tokens,
                         task=ns.task, min_cosine=ns.min_cosine, model_id=ns.model_id, revision=ns.revision)
     except ExportError as exc:
-        from vien.cli.main import CliError
+        from vien_tools.cli.errors import CliError
 
         raise CliError(str(exc)) from None
     print(json.dumps({"out": str(ns.out), **summary(report)}, ensure_ascii=False))
@@ -37,7 +37,7 @@ def _cmd_export_onnx(ns: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from vien.models.export_qwen3 import DEFAULT_TASK, DTYPES, MIN_COSINE
+    from vien_tools.build.export_qwen3 import DEFAULT_TASK, DTYPES, MIN_COSINE
 
     x = subparsers.add_parser(
         "export-onnx",

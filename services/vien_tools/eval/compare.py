@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vien.evaluation.metrics import METRICS
-from vien.evaluation.stats import PairedResult, paired_test
+from vien_tools.eval.metrics import METRICS
+from vien_tools.eval.stats import PairedResult, paired_test
 
 
 class CompareError(ValueError):

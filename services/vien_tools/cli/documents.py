@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vien.ingest_logic.events import event_from_json_line
+from vien.documents.events import event_from_json_line
 from vien.v1.documents_pb2 import DocumentEvent
 
 
@@ -93,8 +93,8 @@ def search(address: str, query: str, tenant: str, top_k: int, lang: str, timeout
            mode: str = "", restore_accents: bool = True) -> dict[str, Any]:
     from google.protobuf import json_format
 
-    from vien.cli.client import client_channel
     from vien.v1 import search_pb2, search_pb2_grpc
+    from vien_tools.cli.client import client_channel
 
     channel, calls = client_channel(address)
     with channel:

@@ -9,12 +9,7 @@ import time
 from pathlib import Path
 
 from vien.runtime import env
-
-EXIT_USAGE, EXIT_FAILED = 2, 1
-
-
-class CliError(Exception):
-    """An expected failure: printed as one line, no traceback."""
+from vien_tools.cli.errors import EXIT_FAILED, CliError
 
 
 def _cmd_serve(ns: argparse.Namespace) -> int:
@@ -22,15 +17,15 @@ def _cmd_serve(ns: argparse.Namespace) -> int:
         from vien_gateway.server import serve as serve_http
 
         return serve_http(port=ns.port, host=ns.host, metrics_port=ns.metrics_port)
-    from vien.cli.serve import serve
+    from vien_tools.cli.serve import serve
 
     return serve(ns.service, port=ns.port, host=ns.host, metrics_port=ns.metrics_port)
 
 
 def _cmd_up(ns: argparse.Namespace) -> int:
-    from vien.cli.supervisor import parse_replicas, up
-    from vien.models.setup import ensure_builtin_models
     from vien.runtime.config import Settings
+    from vien_tools.build.setup import ensure_builtin_models
+    from vien_tools.cli.supervisor import parse_replicas, up
 
     try:
         replicas = parse_replicas(ns.replicas)
@@ -47,9 +42,9 @@ def _cmd_up(ns: argparse.Namespace) -> int:
 def _cmd_embed(ns: argparse.Namespace) -> int:
     import grpc
 
-    from vien.cli.client import KINDS, router_stub, vector_of
     from vien.runtime.telemetry import setup_tracing, shutdown_tracing
     from vien.v1 import router_pb2
+    from vien_tools.cli.client import KINDS, router_stub, vector_of
 
     setup_tracing("embed-cli")  # its client span is the root of the request's trace
     texts = list(ns.texts)
@@ -82,8 +77,8 @@ def _cmd_embed(ns: argparse.Namespace) -> int:
 
 
 def _cmd_build_models(ns: argparse.Namespace) -> int:
-    from vien.models.setup import ensure_builtin_models
     from vien.runtime.config import Settings
+    from vien_tools.build.setup import ensure_builtin_models
 
     settings = Settings.from_env()
     if ns.out:
@@ -91,7 +86,7 @@ def _cmd_build_models(ns: argparse.Namespace) -> int:
     for path in ensure_builtin_models(settings, force=ns.force):
         print(path)
         if path.name == "multilingual-e5-small":  # the same weights in HF format, for vLLM (--doc-backend vllm)
-            from vien.cli.vllm_process import e5_hf_dir
+            from vien_tools.cli.vllm_process import e5_hf_dir
 
             print(e5_hf_dir(path.parent, force=ns.force))
     return 0
@@ -112,9 +107,9 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
-    from vien.cli.demo import run
-    from vien.models.setup import ensure_builtin_models
     from vien.runtime.config import Settings
+    from vien_tools.build.setup import ensure_builtin_models
+    from vien_tools.cli.demo import run
 
     ensure_builtin_models(Settings.from_env())
     return run(Path(ns.log_dir) if ns.log_dir != "-" else None)
@@ -123,8 +118,8 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 def _cmd_publish(ns: argparse.Namespace) -> int:
     import asyncio
 
-    from vien.cli.documents import PublishError, publish
     from vien.runtime.telemetry import setup_tracing, shutdown_tracing
+    from vien_tools.cli.documents import PublishError, publish
 
     setup_tracing("publish")  # the producer spans start the documents' traces (exported if OTEL_* is set)
     try:
@@ -140,8 +135,8 @@ def _cmd_publish(ns: argparse.Namespace) -> int:
 def _cmd_search(ns: argparse.Namespace) -> int:
     import grpc
 
-    from vien.cli.documents import search
     from vien.runtime.telemetry import setup_tracing, shutdown_tracing
+    from vien_tools.cli.documents import search
 
     setup_tracing("search-cli")  # its client span is the root of the query's trace
     try:
@@ -159,8 +154,8 @@ def _cmd_search(ns: argparse.Namespace) -> int:
 
 
 def _cmd_stats(ns: argparse.Namespace) -> int:
-    from vien.cli.documents import stats
     from vien.runtime.config import Settings
+    from vien_tools.cli.documents import stats
 
     s = Settings.from_env()
     spec = s.vector_store or f"remote:{ns.store}"
@@ -186,16 +181,16 @@ def _cmd_optimize(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vien.cli.supervisor import mesh_address
+    from vien_tools.cli.supervisor import mesh_address
 
     router_default = mesh_address("router", "VIEN_ROUTER_ADDR", "127.0.0.1:50051")
     kafka_default = mesh_address("kafka", "VIEN_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     p = argparse.ArgumentParser(prog="vien", description="Self-hosted Vietnamese/English embeddings mesh")
     sub = p.add_subparsers(dest="cmd", required=True)
-    from vien.cli.export import add_parser as add_export
+    from vien_tools.cli.export import add_parser as add_export
 
     add_export(sub)  # vien export-onnx (Qwen3-Embedding -> ONNX; needs the `export` extra)
-    from vien.cli.evaluate import add_parser as add_eval
+    from vien_tools.cli.evaluate import add_parser as add_eval
 
     add_eval(sub)  # vien eval, vien eval compare (retrieval quality, significance tests)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vien.cli.client import KINDS, router_stub, vector_of
 from vien.v1 import router_pb2
+from vien_tools.cli.client import KINDS, router_stub, vector_of
 
 QUERIES = [
     "giá vé máy bay từ Hà Nội đi Đà Nẵng",
@@ -33,7 +33,7 @@ def start_mesh(log_dir: Path | None, timeout: float = 180.0) -> tuple[subprocess
     import tempfile
 
     data_dir = tempfile.mkdtemp(prefix="vien-demo-")
-    argv = [sys.executable, "-m", "vien", "up", "--base-port", "0", "--data-dir", data_dir,
+    argv = [sys.executable, "-m", "vien_tools", "up", "--base-port", "0", "--data-dir", data_dir,
             "--log-dir", str(log_dir) if log_dir else "-"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -86,7 +86,7 @@ def search_demo(addrs: dict[str, str]) -> None:
     import asyncio
     from importlib import resources
 
-    from vien.cli.documents import publish, search, stats
+    from vien_tools.cli.documents import publish, search, stats
 
     samples = Path(str(resources.files("vien.samples") / "documents.jsonl"))
     queries = (resources.files("vien.samples") / "queries.txt").read_text(encoding="utf-8").split("\n")

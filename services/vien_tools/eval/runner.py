@@ -24,25 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from vien.embedding.cache import QueryCache
-from vien.evaluation.datasets import Dataset, Doc, load_dataset
-from vien.evaluation.diacritics import strip_diacritics
-from vien.evaluation.embedding_cache import CachingDocEncoder, EmbeddingCache
-from vien.evaluation.eval_config import derive_configs
-from vien.evaluation.metrics import METRICS, dedupe_doc_ids, mean_scores, score_query
-from vien.evaluation.query_path import InProcessQueryClient, NoDocumentClient, RoutedQueryEmbedder
 from vien.runtime.config import Settings
 from vien.store.base import VectorStore
 from vien.store.factory import open_store
 from vien.text.accent_stats import AccentRestorer, MemoryAccentStats
 from vien.text.accents import syllable_accuracy
+from vien.text.langid import detect
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_doc_embedder.logic import DocEmbedder
 from vien_ingest.grpc_app import token_counters
 from vien_ingest.processor import IngestProcessor, Record
 from vien_query_embedder.logic import QueryEmbedder
-from vien_router.langid import detect
 from vien_router.logic import Router
 from vien_search.logic import MAX_TOP_K, Searcher
+from vien_tools.eval.datasets import Dataset, Doc, load_dataset
+from vien_tools.eval.diacritics import strip_diacritics
+from vien_tools.eval.embedding_cache import CachingDocEncoder, EmbeddingCache
+from vien_tools.eval.eval_config import derive_configs
+from vien_tools.eval.metrics import METRICS, dedupe_doc_ids, mean_scores, score_query
+from vien_tools.eval.query_path import InProcessQueryClient, NoDocumentClient, RoutedQueryEmbedder
 
 TENANT = "eval"
 MODES = ("dense", "hybrid", "sparse")

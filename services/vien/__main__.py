@@ -1,5 +1,0 @@
-import sys
-
-from vien.cli.main import main
-
-sys.exit(main())
