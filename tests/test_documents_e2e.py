@@ -116,7 +116,7 @@ def test_search_modes_over_grpc_and_cli(mesh, published):
     [
         ({"query": "", "tenant": "demo"}, "query"),
         ({"query": "x", "tenant": ""}, "tenant"),
-        ({"query": "x", "tenant": "nobody"}, "tenant"),
+        ({"query": "x", "tenant": "acme corp"}, "tenant"),
         ({"query": "x", "tenant": "demo", "top_k": 1000}, "top_k"),
         ({"query": "x", "tenant": "demo", "lang": "fr"}, "lang"),
         ({"query": "x", "tenant": "demo", "metadata_filter": {"bad.key": "v"}}, "filter.metadata"),
@@ -129,6 +129,12 @@ def test_search_bad_input_names_the_field(mesh, published, kwargs, field):
         search_pb2_grpc.SearchStub(ch).Search(search_pb2.SearchRequest(**kwargs), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(f"{field}"), err.value.details()
+
+
+def test_a_valid_tenant_without_documents_gets_no_hits(mesh, published):
+    with grpc.insecure_channel(mesh.addrs["search"]) as ch:
+        r = search_pb2_grpc.SearchStub(ch).Search(search_pb2.SearchRequest(query="x", tenant="nobody"), timeout=30)
+    assert list(r.hits) == [] and r.profile
 
 
 def test_poison_events_go_to_the_dlq_with_a_reason_and_consumption_goes_on(mesh, published):

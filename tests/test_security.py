@@ -67,7 +67,7 @@ def test_keys_map_to_tenants_from_config_env_and_the_older_openai_section() -> N
     assert ApiKeys.load(load_config(), {}).authenticate(None) == ""  # the shipped config: open mode
     with pytest.raises(ConfigError, match=r"auth.api_keys\[0\].key_env: environment variable ACME_K"):
         ApiKeys.load(cfg, {})
-    with pytest.raises(ConfigError, match="tenant must match"):
+    with pytest.raises(ConfigError, match="tenant: 'bad/tenant' must match"):
         ApiKeys([("bad/tenant", "k")])
 
 
