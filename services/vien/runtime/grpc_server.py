@@ -177,33 +177,37 @@ class StartGate:
 _OPEN = StartGate(True)
 
 
+@contextlib.asynccontextmanager
+async def _status_of_handler(timer: _RpcTimer, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """What both handler kinds do with an outcome: record its status code on `timer`, and turn a domain error
+    into its gRPC status (never INTERNAL/UNKNOWN for a client mistake)."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        timer.code = "CANCELLED"
+        raise
+    except grpc.aio.AbortError:
+        if timer.code == "OK":  # an abort that already named its code (undecodable, starting) keeps it
+            timer.code = _aborted_code(context)
+        raise
+    except Exception as exc:
+        timer.code = _status_of(exc).name
+        await _abort_for(exc, context)
+    finally:
+        timer.done()
+
+
 def _wrap_unary(fn: Callable[..., Awaitable[Any]], service: str, method: str, keys: ApiKeys | None = None,
                 full_method: str = "", gate: StartGate = _OPEN) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         timer = _RpcTimer(service, method)
-        try:
+        async with _status_of_handler(timer, context):
             await gate.check(service, context, timer)
-            try:
-                await _authenticate(keys, context, full_method)
-            except grpc.aio.AbortError:
-                timer.code = _aborted_code(context)
-                raise
+            await _authenticate(keys, context, full_method)
             if isinstance(request, _Undecodable):
                 timer.code = "INVALID_ARGUMENT"
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(request))
-            try:
-                return await fn(request, context)
-            except asyncio.CancelledError:
-                timer.code = "CANCELLED"
-                raise
-            except grpc.aio.AbortError:
-                timer.code = _aborted_code(context)
-                raise
-            except Exception as exc:
-                timer.code = _status_of(exc).name
-                await _abort_for(exc, context)
-        finally:
-            timer.done()
+            return await fn(request, context)
 
     return handler
 
@@ -220,23 +224,11 @@ def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], service: str, method: st
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _undecodable_message(req))
                 yield req
 
-        try:
+        async with _status_of_handler(timer, context):
             await gate.check(service, context, timer)
             await _authenticate(keys, context, full_method)
             async for resp in fn(checked(), context):
                 yield resp
-        except asyncio.CancelledError:
-            timer.code = "CANCELLED"
-            raise
-        except grpc.aio.AbortError:
-            if timer.code == "OK":
-                timer.code = _aborted_code(context)
-            raise
-        except Exception as exc:
-            timer.code = _status_of(exc).name
-            await _abort_for(exc, context)
-        finally:
-            timer.done()
 
     return handler
 
