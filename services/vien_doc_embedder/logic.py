@@ -30,6 +30,7 @@ import numpy as np
 
 from vien.embedding.encoders import TextEncoder, load_onnx_encoder
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
+from vien.runtime.backoff import Backoff
 from vien.runtime.config import DOCUMENT, EncoderConfig, Settings, VienConfig
 from vien.runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, VienError
 from vien.runtime.metrics import SPACE_GUARD_OK, TEXTS, TOKENS
@@ -270,14 +271,14 @@ class DocEmbedder:
             await self._on_health(ok, reason)
 
     async def _retry_pending(self) -> None:
-        delay, cap = self._guard_retry_s
+        base, cap = self._guard_retry_s
+        backoff = Backoff(base / 2, cap, jitter=0.0)  # base, 2 x base, ... up to cap (as before)
         while True:
             pending = [n for n, s in self.profiles.items() if s.status == "pending"]
             if not pending:
                 self._release_guard_encoders()
                 return
-            await asyncio.sleep(delay)
-            delay = min(cap, delay * 2)
+            await asyncio.sleep(backoff.next())
             before = self.serving()
             for pname in pending:
                 await self._check(pname)

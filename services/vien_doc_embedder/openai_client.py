@@ -24,7 +24,6 @@ import email.utils
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import grpc
 import httpx
 import numpy as np
 
+from vien.runtime.backoff import backoff_delay
 from vien.runtime.config import ConfigError, EncoderConfig
 from vien.runtime.errors import ResourceExhausted, Unavailable, UpstreamError
 from vien.runtime.metrics import BACKEND_REQUESTS
@@ -225,9 +225,8 @@ class OpenAIEmbeddingsClient:
 
     # ------------------------------------------------------------------ internals
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter: uniform(0.5, 1) x min(max, base x 2^attempt)."""
-        cap = min(self.backoff_max_s, self.backoff_base_s * (2 ** attempt))
-        return cap * random.uniform(0.5, 1.0)
+        """uniform(0.5, 1) x min(max, base x 2^attempt) (vien.runtime.backoff)."""
+        return backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s, jitter=0.5)
 
     def _invalid(self, problem: str) -> UpstreamError:
         return UpstreamError(grpc.StatusCode.INTERNAL, f"encoders.{self.name}: invalid response from {self.url}: "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from vien.kafka.broker import close_consumer, local_group_kwargs
+from vien.runtime.backoff import Backoff
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument, VienError
 from vien.runtime.metrics import (
@@ -32,15 +32,6 @@ from vien_ingest.dlq import dlq_record
 from vien_ingest.processor import BatchOutcome, IngestProcessor, Record
 
 log = logging.getLogger("vien.ingest")
-
-
-class Backoff:
-    def __init__(self, base: float = 0.2, cap: float = 30.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next(self) -> float:
-        self.attempt += 1
-        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.attempt, 16)))  # full jitter
 
 
 class IngestWorker:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from vien.runtime import env as env_vars
+from vien.runtime.backoff import backoff_delay
 from vien.runtime.config import Settings
 from vien_tools.cli.processes import Child, free_port, grpc_serving, http_ready, redis_ready
 from vien_tools.cli.registry import SERVICES
@@ -138,7 +139,7 @@ class Supervisor:
             rc = c.proc.poll()
             if rc is None or self.stopping:
                 continue
-            delay = min(30.0, 0.5 * 2 ** min(c.restarts, 6))
+            delay = backoff_delay(c.restarts, 0.5, 30.0, jitter=0.0)
             c.restarts += 1
             self.say(f"{c.name} exited with status {rc}; restarting in {delay:.1f}s (restart #{c.restarts})")
             c.proc = None
