@@ -6,26 +6,18 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from vien.embedding.vectors import pack
+from vien.embedding.results import EncodeResult, encode_response
 from vien.runtime.config import Settings
 from vien.runtime.grpc_server import HealthReporter
 from vien.runtime.telemetry import ATTR_BATCH_SIZE, ATTR_PROFILE, ATTR_TOKENS, annotate
-from vien.v1 import common_pb2, embedder_pb2
-from vien_doc_embedder.logic import DocEmbedder, DocResult
+from vien.v1 import embedder_pb2
+from vien_doc_embedder.logic import DocEmbedder
 
 
-def _response(res: DocResult, profile: str) -> embedder_pb2.EncodeResponse:
+def _response(res: EncodeResult, profile: str) -> embedder_pb2.EncodeResponse:
     annotate({ATTR_PROFILE: profile, ATTR_BATCH_SIZE: len(res.items),
               ATTR_TOKENS: sum(i.token_count for i in res.items)})
-    return embedder_pb2.EncodeResponse(
-        results=[
-            embedder_pb2.EncodedText(vector=pack(i.vector), dims=int(i.vector.shape[-1]),
-                                     token_count=i.token_count, truncated=i.truncated)
-            for i in res.items
-        ],
-        model_id=res.model_id,
-        timings=common_pb2.Timings(total_ms=res.stage_ms["total"], stage_ms=res.stage_ms),
-    )
+    return encode_response(res)
 
 
 class DocEmbedderServicer:

@@ -26,10 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from vien.embedding.encoders import TextEncoder, load_onnx_encoder
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
+from vien.embedding.results import EncodedItem, EncodeResult
 from vien.runtime.backoff import Backoff
 from vien.runtime.config import DOCUMENT, EncoderConfig, Settings, VienConfig
 from vien.runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, VienError
@@ -42,20 +41,6 @@ log = logging.getLogger("vien.doc_embedder")
 
 EncoderLoader = Callable[[EncoderConfig, Settings], TextEncoder]
 HealthCallback = Callable[[bool, str], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class DocItem:
-    vector: np.ndarray
-    token_count: int
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class DocResult:
-    items: list[DocItem]
-    model_id: str
-    stage_ms: dict[str, float]
 
 
 @dataclass
@@ -133,7 +118,7 @@ class DocEmbedder:
 
     # ------------------------------------------------------------------ encode
     async def encode(self, texts: list[str], profile: str, dimensions: int = 0,
-                     strict: bool = False) -> DocResult:
+                     strict: bool = False) -> EncodeResult:
         t_start = time.perf_counter()
         if not profile:
             raise InvalidArgument("profile", "is required")
@@ -150,9 +135,9 @@ class DocEmbedder:
                                    max_tokens=prof.max_tokens, strict=strict, profile=pname, counter=state.counter)
         TOKENS.labels("doc-embedder", pname).inc(sum(enc.token_counts))
         TEXTS.labels("doc-embedder", pname).inc(len(texts))
-        items = [DocItem(v, n, c) for v, n, c in zip(enc.vectors, enc.token_counts, enc.truncated, strict=True)]
+        items = [EncodedItem(v, n, c) for v, n, c in zip(enc.vectors, enc.token_counts, enc.truncated, strict=True)]
         stage = {**enc.stage_ms, "total": (time.perf_counter() - t_start) * 1e3}
-        return DocResult(items, backend.model_id, stage)
+        return EncodeResult(items, backend.model_id, stage)
 
     # ------------------------------------------------------------------ internals
     async def _build_backend(self, name: str) -> None:

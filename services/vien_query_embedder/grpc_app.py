@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 
 from vien.embedding.cache import QueryCache
-from vien.embedding.vectors import pack
+from vien.embedding.results import encode_response
 from vien.runtime.config import Settings
 from vien.runtime.grpc_server import HealthReporter
 from vien.runtime.telemetry import ATTR_BATCH_SIZE, ATTR_CACHE_HIT, ATTR_CACHE_HITS, ATTR_PROFILE, ATTR_TOKENS, annotate
-from vien.v1 import common_pb2, embedder_pb2
+from vien.v1 import embedder_pb2
 from vien_query_embedder.logic import QueryEmbedder
 
 
@@ -25,15 +25,7 @@ class QueryEmbedderServicer:
         annotate({ATTR_PROFILE: request.profile, ATTR_BATCH_SIZE: len(res.items),
                   ATTR_TOKENS: sum(i.token_count for i in res.items), ATTR_CACHE_HITS: hits,
                   ATTR_CACHE_HIT: bool(res.items) and hits == len(res.items)})
-        return embedder_pb2.EncodeResponse(
-            results=[
-                embedder_pb2.EncodedText(vector=pack(i.vector), dims=int(i.vector.shape[-1]),
-                                         token_count=i.token_count, truncated=i.truncated, cache_hit=i.cache_hit)
-                for i in res.items
-            ],
-            model_id=res.model_id,
-            timings=common_pb2.Timings(total_ms=res.stage_ms["total"], stage_ms=res.stage_ms),
-        )
+        return encode_response(res)
 
 
 class QueryEmbedderApp:

@@ -6,15 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from vien.embedding.batcher import Batcher
 from vien.embedding.cache import CachedVector, QueryCache, cache_key
 from vien.embedding.encoders import TextEncoder, load_onnx_encoder, prepare
 from vien.embedding.requests import check_texts, resolve_dims, resolve_profile
+from vien.embedding.results import EncodedItem, EncodeResult
 from vien.embedding.vectors import truncate
 from vien.runtime.config import QUERY, EncoderConfig, Settings, VienConfig
 from vien.runtime.errors import DeadlineExceeded, InvalidArgument
@@ -23,21 +21,6 @@ from vien.runtime.metrics import DEADLINE_DROPPED, TEXTS, TOKENS
 log = logging.getLogger("vien.query_embedder")
 
 EncoderLoader = Callable[[EncoderConfig, Settings], TextEncoder]
-
-
-@dataclass(frozen=True)
-class EncodedItem:
-    vector: np.ndarray
-    token_count: int
-    truncated: bool
-    cache_hit: bool
-
-
-@dataclass(frozen=True)
-class EncodeResult:
-    items: list[EncodedItem]
-    model_id: str
-    stage_ms: dict[str, float]
 
 
 class QueryEmbedder:
