@@ -14,7 +14,7 @@ from vien.embedding.encoders import resolve_model_source
 from vien.models.onnx_encoder import TokenCounter
 from vien.runtime import env
 from vien.runtime.config import Settings, VienConfig
-from vien.runtime.errors import Unavailable, UpstreamError
+from vien.runtime.errors import TRANSIENT_CODES, Unavailable, upstream_error
 from vien.runtime.grpc_client import aio_channel
 from vien.runtime.grpc_server import HealthReporter
 from vien.store.base import VectorStore
@@ -39,10 +39,10 @@ class GrpcDocEncoder:
             resp = await self.stub.Encode(embedder_pb2.EncodeRequest(texts=texts, profile=profile),
                                           timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                              grpc.StatusCode.RESOURCE_EXHAUSTED):
-                raise Unavailable(f"doc-embedder at {self.address}: {exc.details()}") from None
-            raise UpstreamError(exc.code(), exc.details() or "") from None
+            err = upstream_error(exc, f"doc-embedder at {self.address}")
+            if err.code in TRANSIENT_CODES:  # the batch is retried later, nothing committed
+                raise Unavailable(err.message) from None
+            raise err from None
         return [np.frombuffer(r.vector, "<f4") for r in resp.results]
 
 

@@ -10,7 +10,7 @@ from vien.embedding.cache import QueryCache
 from vien.embedding.requests import PB_TO_KIND, check_texts
 from vien.runtime.auth import caller_tenant
 from vien.runtime.config import LANGS, Settings
-from vien.runtime.errors import UpstreamError
+from vien.runtime.errors import upstream_error
 from vien.runtime.grpc_client import aio_channel, remaining_timeout
 from vien.runtime.grpc_server import HealthReporter
 from vien.runtime.telemetry import (
@@ -44,11 +44,7 @@ class GrpcEmbedderClient:
         try:
             resp = await self.stub.Encode(req, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            details = exc.details() or ""
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
-                details = f"{self.name} at {self.address}: {details}"
-            raise UpstreamError(code, details) from None
+            raise upstream_error(exc, f"{self.name} at {self.address}") from None
         return Encoded(
             [EncodedText(r.vector, r.dims, r.token_count, r.truncated, r.cache_hit) for r in resp.results],
             resp.model_id,

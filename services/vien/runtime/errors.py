@@ -77,3 +77,18 @@ class UpstreamError(VienError):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+# Statuses that describe the downstream service rather than the request: their message names that service.
+_SERVICE_FAULTS = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL,
+                   grpc.StatusCode.DEADLINE_EXCEEDED)
+#: What a caller may retry later (nothing about the request itself was refused).
+TRANSIENT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def upstream_error(exc: grpc.RpcError, who: str) -> UpstreamError:
+    """A failed call to `who` (e.g. "doc-embedder at host:port") as the error passed on: the same status code;
+    a service fault says which service, a refusal of the request keeps the downstream's own words."""
+    code = exc.code()
+    details = exc.details() or ""
+    return UpstreamError(code, f"{who}: {details}" if code in _SERVICE_FAULTS else details)
