@@ -26,6 +26,7 @@ from vien.store import (
     open_store,
 )
 from vien.store.edge import EdgeStore
+from vien.store.indexing import IndexSettings
 from vien.store.qdrant import QdrantStore
 
 D = 64
@@ -339,6 +340,47 @@ def test_edge_persists_across_close_and_reopen(tmp_path: Path) -> None:
     s.close()
     s = EdgeStore(tmp_path / "e")
     assert s.count(C) == 195
+    s.close()
+
+
+def test_edge_builds_its_index_in_the_background_and_keeps_answering(tmp_path: Path) -> None:
+    """Past the threshold the index is built in a child process on a copy: searches are answered during
+    the build, writes made during it are replayed onto the built shard, writes after it are found at once,
+    and the swapped shard is what a reopen finds."""
+    rng = np.random.default_rng(11)
+    X = unit(rng, 3000)
+    settings = IndexSettings(threshold=1500, m=8, payload_m=8, ef_construct=32, hnsw_ef=64)
+    s = EdgeStore(tmp_path / "e", index=settings)
+    s.ensure_collection(C, D)
+    pts = [chunk(X[i], "ab"[i % 2], f"d{i}", 0, sparse=SparseVector([i], [1.0])) for i in range(3000)]
+    for b in range(0, 1500, 500):
+        s.upsert(C, pts[b:b + 500])
+    assert s.index_status(C)["building"]  # the upsert that crossed the threshold started it
+    answered_during, k = 0, 1500
+    while s.index_status(C)["building"]:
+        j = int(rng.integers(0, k))
+        hit = s.search(C, X[j], 1, SearchFilter(tenant="ab"[j % 2]))[0]
+        assert hit.id == pts[j].id
+        answered_during += 1
+        if k < 2000:  # written while the build runs: journaled, replayed onto the built shard
+            s.upsert(C, pts[k:k + 50])
+            k += 50
+    assert answered_during >= 1 and k > 1500
+    assert s.wait_index(C, 120)
+    st = s.index_status(C)
+    assert st["builds"] == 1 and st["indexed"] >= 1500 and st["points"] == k
+    for j in [*range(1500, k, 7), 0, 1499]:  # during-build writes are in the built shard
+        assert s.search(C, X[j], 1)[0].id == pts[j].id
+    s.upsert(C, pts[k:k + 10])  # after the swap: searchable at once
+    assert s.search(C, X[k + 3], 1)[0].id == pts[k + 3].id
+    assert s.search_exact(C, X[k + 3], 1)[0].id == pts[k + 3].id
+    assert s.search_hybrid(C, X[5], SparseVector([5], [1.0]), 1)[0].id == pts[5].id
+    s.close()
+    shards = sorted(p.name for p in (tmp_path / "e").iterdir() if p.is_dir())
+    assert len(shards) == 1 and shards[0].startswith(f"{C}@")  # the replaced shard was removed
+    s = EdgeStore(tmp_path / "e", index=settings)
+    assert s.count(C) == k + 10 and s.index_status(C)["indexed"] >= 1500
+    assert s.search(C, X[k + 3], 1)[0].id == pts[k + 3].id
     s.close()
 
 
