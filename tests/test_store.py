@@ -445,10 +445,11 @@ def test_open_store_specs(tmp_path: Path) -> None:
 def test_qdrant_grpc_requests_on_the_wire_against_fake_qdrant_server() -> None:
     """FAKE Qdrant server (no Qdrant server binary can be installed here): the production path
     (qdrant-client over gRPC) against a stand-in that records requests, so the messages on the wire
-    are checked: named vectors, wait=True, the payload filter and RRF k=60."""
+    are checked: named vectors, wait=True, the payload filter and RRF k=60, and the index settings the
+    embedded store builds (HNSW m / payload_m, int8 quantization) sent at collection creation."""
     import grpc
     from google.protobuf.json_format import MessageToDict
-    from qdrant_client.grpc import points_pb2, points_service_pb2_grpc
+    from qdrant_client.grpc import collections_pb2, collections_service_pb2_grpc, points_pb2, points_service_pb2_grpc
 
     seen: dict[str, list[dict]] = {}
 
@@ -476,13 +477,27 @@ def test_qdrant_grpc_requests_on_the_wire_against_fake_qdrant_server() -> None:
             self._rec("count", req)
             return points_pb2.CountResponse(result=points_pb2.CountResult(count=7))
 
+    class FakeCollections(collections_service_pb2_grpc.CollectionsServicer):
+        def CollectionExists(self, req, ctx):
+            return collections_pb2.CollectionExistsResponse(result=collections_pb2.CollectionExists(exists=False))
+
+        def Create(self, req, ctx):
+            seen.setdefault("create", []).append(MessageToDict(req))
+            return collections_pb2.CollectionOperationResponse(result=True)
+
+        def Get(self, req, ctx):  # not faked further: ensure_collection stops at its shape check
+            ctx.abort(grpc.StatusCode.NOT_FOUND, "fake server keeps no collections")
+
     server = grpc.server(ThreadPoolExecutor(2))
     points_service_pb2_grpc.add_PointsServicer_to_server(FakePoints(), server)
+    collections_service_pb2_grpc.add_CollectionsServicer_to_server(FakeCollections(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     store = open_store(f"qdrant:http://127.0.0.1:{port}")
     try:
         assert isinstance(store, QdrantStore)
+        with pytest.raises(CollectionNotFound):
+            store.ensure_collection(C, 8)
         store._dims[C], store._has_sparse[C] = 8, True  # skip GetCollectionInfo (not faked)
         v = np.ones(8, np.float32)
         store.upsert(C, [chunk(v, "a", "d", 0, sparse=SparseVector([3, 5], [0.5, 1.0]))])
@@ -495,6 +510,11 @@ def test_qdrant_grpc_requests_on_the_wire_against_fake_qdrant_server() -> None:
         store.close()
         server.stop(None)
 
+    create = seen["create"][0]
+    ix = IndexSettings.from_env()
+    assert create["hnswConfig"]["m"] == str(ix.m) and create["hnswConfig"]["payloadM"] == str(ix.payload_m)
+    assert create["quantizationConfig"]["scalar"]["type"] == "Int8"
+    assert create["vectorsConfig"]["paramsMap"]["map"]["dense"]["size"] == "8"
     up = seen["upsert"][0]
     assert up["wait"] is True and set(up["points"][0]["vectors"]["vectors"]["vectors"]) == {"dense", "lexical"}
     assert up["points"][0]["payload"]["tenant"] == {"stringValue": "a"}
