@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -127,7 +128,7 @@ def load_base(max_docs: int = 6000, profile: str = "") -> Base:
     offs = np.concatenate([[0], np.cumsum(z["lens"])])
     sparse: list[SparseVector | None] = [
         SparseVector(z["idx"][a:b].tolist(), z["val"][a:b].tolist()) if b > a else None
-        for a, b in zip(offs[:-1], offs[1:], strict=True)]
+        for a, b in itertools.pairwise(offs)]
     nbrs = np.empty((len(X), 8), np.int64)
     for a in range(0, len(X), 1024):
         sims = X[a:a + 1024] @ X.T

@@ -105,7 +105,7 @@ def bench_edge(n: int, data: str, n_queries: int, efs: list[int], quantization: 
 
             dense(*qs[0])
             lat_d, truth_d = _timed(dense, qs)
-            lat_h, truth_h = _timed(hybrid, qs)
+            lat_h, _truth_h = _timed(hybrid, qs)
             _, exact_d = _timed(lambda v, sv: store.search_exact(COLLECTION, v, 10, flt), qs)
             _, exact_h = _timed(lambda v, sv: store.search_hybrid(COLLECTION, v, sv, 10, flt, exact=True), qs)
             out["exact_dense_p50_ms"], out["exact_dense_p99_ms"] = _pct(lat_d, 50), _pct(lat_d, 99)
@@ -119,7 +119,7 @@ def bench_edge(n: int, data: str, n_queries: int, efs: list[int], quantization: 
             def load() -> None:
                 k = 0
                 while not done.is_set():
-                    v, sv = qs[k % len(qs)]
+                    v, _sv = qs[k % len(qs)]
                     t1 = time.perf_counter()
                     store.search(COLLECTION, v, 10, flt)
                     during.append((time.perf_counter() - t1) * 1e3)
