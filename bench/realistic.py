@@ -3,9 +3,10 @@
 Base set (computed once, cached in ``~/.cache/vien/bench/base-<profile>-<n>.npz``): passages of the eval
 corpora (``VIEN_EVAL_DIR``, default /work/shared/eval: viquad_vi, scifact_en, xquadr_sent_mixed; read, never
 copied) go through the real ingest logic (`IngestProcessor`: routing, chunking, the document prompt, lexical
-vectors) with the eval's caching document encoder, so vectors already embedded by `vien eval` come from its
-cache (~/.cache/vien/eval) and the others are embedded once in process (ONNX). What the processor would
-write to the store is captured: chunk vector, lexical vector, payload.
+vectors) with the eval's caching document encoder: the chunks `vien eval` already embedded come from its
+cache (~/.cache/vien/eval) and the others are left out; only if fewer than 1,000 are cached are up to 3,000
+passages embedded once in process (ONNX, minutes on 2 cores). What the processor would write to the store
+is captured: chunk vector, lexical vector, payload.
 
 Synthetic points (`points`): each is a mixture of one base chunk and one of its 8 nearest base
 neighbours (weight 0.55-1.0 on the first) plus Gaussian noise scaled to the base set's spread around its
@@ -63,10 +64,10 @@ class _Capture:
         return []
 
     def upsert(self, collection: str, points: list[Point]) -> None:
-        self.points.extend(points)
+        self.points.extend(p for p in points if np.any(p.vector))  # zeros: not cached, left out
 
 
-async def _embed_corpora(max_docs: int, profile: str) -> tuple[list[Point], int, int]:
+async def _embed_corpora(max_docs: int, profile: str, cached_only: bool) -> tuple[list[Point], int, int]:
     from vien.evaluation.datasets import load_dataset
     from vien.evaluation.embedding_cache import CachingDocEncoder, EmbeddingCache
     from vien.evaluation.eval_config import derive_configs
@@ -85,6 +86,24 @@ async def _embed_corpora(max_docs: int, profile: str) -> tuple[list[Point], int,
     capture = _Capture()
     try:
         encoder = CachingDocEncoder(docs, cfgs.docs, cache, cfgs.dims)
+        if cached_only:  # what `vien eval` already embedded; the rest is left out (zeros, dropped)
+            real = encoder.embedder
+
+            class _NoEmbed:
+                backends = real.backends
+
+                async def encode(self, texts: list[str], profile: str) -> Any:
+                    raise LookupError
+
+            async def cached(texts: list[str], profile: str) -> list[np.ndarray]:
+                keys = [encoder.key(profile, t) for t in texts]
+                found = cache.get_many(keys, cfgs.docs.profiles[profile].dims)
+                encoder.hits += len(found)
+                return [np.asarray(found[k], np.float32) if k in found else np.zeros(cfgs.dims[profile], np.float32)
+                        for k in keys]
+
+            encoder.embedder = _NoEmbed()  # type: ignore[assignment]
+            encoder.encode = cached  # type: ignore[method-assign]
         counters = token_counters(cfgs.index, settings)
         proc = IngestProcessor(cfgs.index, capture, encoder, counters, detect)  # type: ignore[arg-type]
         per = max(1, max_docs // len(DATASETS))
@@ -110,7 +129,9 @@ def load_base(max_docs: int = 6000, profile: str = "") -> Base:
     key = hashlib.sha256(f"{profile}|{max_docs}|{','.join(DATASETS)}|v1".encode()).hexdigest()[:12]
     path = CACHE_DIR / f"base-{profile}-{max_docs}-{key}.npz"
     if not path.is_file():
-        points, hits, encoded = asyncio.run(_embed_corpora(max_docs, profile))
+        points, hits, encoded = asyncio.run(_embed_corpora(max_docs, profile, cached_only=True))
+        if len(points) < 1000:  # the eval cache is (nearly) empty: embed once, in process (minutes)
+            points, hits, encoded = asyncio.run(_embed_corpora(min(max_docs, 3000), profile, cached_only=False))
         X = np.stack([np.asarray(p.vector, np.float32) for p in points])
         idx = np.concatenate([np.asarray(p.sparse.indices if p.sparse else [], np.uint32) for p in points])
         val = np.concatenate([np.asarray(p.sparse.values if p.sparse else [], np.float32) for p in points])

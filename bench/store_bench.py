@@ -16,6 +16,7 @@ corpora, unequal tenants, lexical vectors) or `random` (independent unit vectors
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -71,15 +72,18 @@ def _recall(got: list[list[str]], truth: list[list[str]]) -> float:
     return float(np.mean([len(set(g) & set(t)) / max(1, len(t)) for g, t in zip(got, truth, strict=True)]))
 
 
-def bench_edge(n: int, data: str, n_queries: int, efs: list[int], quantization: str, share: float) -> dict:
+def bench_edge(n: int, data: str, n_queries: int, efs: list[int], quantization: str, share: float,
+               build: bool = True) -> dict:
     dims = 384
     base = realistic.load_base() if data == "realistic" else None
     qs = realistic.queries(base, n_queries, dims)
     flt = SearchFilter(tenant=realistic.SEARCHED)
-    ix = IndexSettings(threshold=0, quantization=quantization)  # the build is started below, on cue
+    # the build is started below, on cue; threads etc. from the environment (VIEN_INDEX_THREADS, ...)
+    ix = dataclasses.replace(IndexSettings.from_env(), threshold=0, quantization=quantization)
     out: dict[str, Any] = {"points": n, "data": data, "dims": dims, "queries": n_queries,
                            "quantization": quantization, "index": {"m": ix.m, "payload_m": ix.payload_m,
-                                                                   "ef_construct": ix.ef_construct}}
+                                                                   "ef_construct": ix.ef_construct,
+                                                                   "threads": ix.threads}}
     if base is not None:
         out["base"] = base.source
     with tempfile.TemporaryDirectory(prefix="vien-store-bench-") as tmp:
@@ -111,6 +115,8 @@ def bench_edge(n: int, data: str, n_queries: int, efs: list[int], quantization: 
             out["exact_dense_p50_ms"], out["exact_dense_p99_ms"] = _pct(lat_d, 50), _pct(lat_d, 99)
             out["exact_hybrid_p50_ms"], out["exact_hybrid_p99_ms"] = _pct(lat_h, 50), _pct(lat_h, 99)
             out["exact_scan_recall_check"] = _recall(truth_d, exact_d)  # plain segments: 1.0
+            if not build:
+                return out
 
             # the build, under a steady query load
             during: list[float] = []
@@ -164,7 +170,9 @@ def run(ns: argparse.Namespace | None = None) -> dict:
     efs = [int(x) for x in (getattr(ns, "ef", None) or "32,64,128,256").split(",")]
     quant = getattr(ns, "quantization", None) or "int8"
     share = getattr(ns, "tenant_share", None) or 0.5
-    result = {"bench": "store", "cpus": os.cpu_count(), "edge": bench_edge(n, data, queries, efs, quant, share)}
+    build = not getattr(ns, "no_build", False)
+    result = {"bench": "store", "cpus": os.cpu_count(),
+              "edge": bench_edge(n, data, queries, efs, quant, share, build)}
 
     def rnd(d: Any) -> Any:
         if isinstance(d, dict):
@@ -184,4 +192,5 @@ if __name__ == "__main__":
     p.add_argument("--ef", help="comma-separated hnsw_ef values (default 32,64,128,256)")
     p.add_argument("--quantization", choices=["int8", "none"], help="default int8")
     p.add_argument("--tenant-share", dest="tenant_share", type=float, help="searched tenant's share (default 0.5)")
+    p.add_argument("--no-build", dest="no_build", action="store_true", help="fill and exact searches only")
     print(json.dumps(run(p.parse_args())))

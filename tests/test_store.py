@@ -527,3 +527,24 @@ def test_qdrant_grpc_requests_on_the_wire_against_fake_qdrant_server() -> None:
     dele = seen["delete"][0]
     assert dele["wait"] is True
     assert {c["field"]["key"] for c in dele["points"]["filter"]["must"]} == {"tenant", "doc_id"}
+
+
+def test_wire_payloads_travel_as_json_and_bad_json_is_refused() -> None:
+    from vien.store import wire
+    from vien.store.base import Hit
+    from vien.v1 import store_pb2
+
+    payload = {"tenant": "t", "doc_id": "d", "chunk_index": 3, "text": "Tiếng Việt có dấu", "version": 7,
+               "metadata": {"k": "v"}, "n_chunks": 4}
+    p = Point(chunk_id("t", "d", 3), np.ones(4, np.float32), payload)
+    msg = wire.point_to_pb(p)
+    assert msg.payload_json and not msg.HasField("payload")
+    assert wire.point_from_pb(store_pb2.StorePoint.FromString(msg.SerializeToString())).payload == payload
+    for as_json in (True, False):  # the Struct form (older peers) still reads back, integers restored
+        raw = wire.hits_to_pb([Hit(p.id, 0.5, payload)], as_json).SerializeToString()
+        resp = store_pb2.HitsResponse.FromString(raw)
+        assert wire.hits_from_pb(resp)[0].payload == payload
+    for bad, problem in ((b"[1, 2]", "must be a JSON object"), (b"{", "not valid JSON")):
+        with pytest.raises(InvalidArgument) as exc:
+            wire.point_from_pb(store_pb2.StorePoint(id=p.id, vector=msg.vector, payload_json=bad), "points[2]")
+        assert exc.value.field == "points[2].payload_json" and problem in exc.value.message

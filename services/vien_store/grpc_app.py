@@ -56,7 +56,7 @@ class StoreServicer:
         check_tenant(r.tenant)
         check_doc_id(r.doc_id)
         hits = await asyncio.to_thread(self.store.doc_chunks, r.collection, r.tenant, r.doc_id)
-        return wire.hits_to_pb(hits)
+        return wire.hits_to_pb(hits, r.payload_json)
 
     async def Query(self, r: store_pb2.QueryRequest, c: Ctx) -> store_pb2.HitsResponse:
         flt = wire.filter_from_pb(r.filter, r.HasField("filter"))
@@ -79,7 +79,7 @@ class StoreServicer:
             hits = await asyncio.to_thread(self.store.search, r.collection, vec, r.top_k, flt)
         else:
             raise InvalidArgument("mode", f"unknown query mode number {r.mode}; expected DENSE, SPARSE or HYBRID")
-        return wire.hits_to_pb(hits)
+        return wire.hits_to_pb(hits, r.payload_json)
 
     async def Count(self, r: store_pb2.CountRequest, c: Ctx) -> store_pb2.CountResponse:
         flt = wire.filter_from_pb(r.filter, r.HasField("filter"))
