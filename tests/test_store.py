@@ -375,6 +375,10 @@ def test_edge_builds_its_index_in_the_background_and_keeps_answering(tmp_path: P
     assert s.search(C, X[k + 3], 1)[0].id == pts[k + 3].id
     assert s.search_exact(C, X[k + 3], 1)[0].id == pts[k + 3].id
     assert s.search_hybrid(C, X[5], SparseVector([5], [1.0]), 1)[0].id == pts[5].id
+    assert s.index_status(C)["unindexed"] > 0
+    assert s.optimize(C) is True  # `vien optimize`: the same build, now, for the tail
+    assert s.index_status(C)["unindexed"] == 0 and s.index_status(C)["builds"] == 2
+    assert s.optimize(C) is False  # nothing written since
     s.close()
     shards = sorted(p.name for p in (tmp_path / "e").iterdir() if p.is_dir())
     assert len(shards) == 1 and shards[0].startswith(f"{C}@")  # the replaced shard was removed

@@ -326,6 +326,8 @@ class EdgeStore:
                     del self._builds[name]
                 if b.ok:
                     self.builds_done[name] = self.builds_done.get(name, 0) + 1
+                    if not self._closed and name in self._shards:
+                        self._maybe_build(name)  # writes during this build may have passed the threshold
             b.done.set()
         if b.ok:
             self._retire(old)
@@ -412,13 +414,22 @@ class EdgeStore:
     def optimize(self, collection: str) -> bool:
         """Build the index now (in a child process, as the automatic build) and wait for it. Searches and
         writes go on meanwhile. True if a new index was swapped in."""
-        with self._lock:
-            s = self._get(collection)
-            if int(s.shard.info().points_count) == 0:
-                return False
-            b = self._builds.get(collection) or self._start_build(collection)
-        b.done.wait()
-        return b.ok
+        changed, started = False, False
+        while True:
+            with self._lock:
+                s = self._get(collection)
+                running = self._builds.get(collection)
+                if running is None:
+                    info = s.shard.info()
+                    if started or int(info.points_count) == 0:
+                        return changed
+                    if self._unindexed.get(collection, 0) == 0 and int(info.indexed_vectors_count) > 0:
+                        return changed  # nothing written since the last build
+                    running, started = self._start_build(collection), True
+            running.done.wait()
+            if not running.ok:
+                return changed
+            changed = True
 
     # ------------------------------------------------------------------------------------------ writes
 
