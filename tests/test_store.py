@@ -388,6 +388,23 @@ def test_edge_builds_its_index_in_the_background_and_keeps_answering(tmp_path: P
     s.close()
 
 
+def test_edge_build_interrupted_by_close_leaves_the_shard_whole(tmp_path: Path) -> None:
+    """Closing the store while its index builds kills the child; the build's copy is removed and the
+    shard reopens with every acknowledged point (what a crash mid-build also leaves: see _open_all)."""
+    rng = np.random.default_rng(12)
+    X = unit(rng, 1200)
+    s = EdgeStore(tmp_path / "e", index=IndexSettings(threshold=1000, m=8, payload_m=8, ef_construct=32))
+    s.ensure_collection(C, D)
+    s.upsert(C, [chunk(X[i], "a", f"d{i}", 0) for i in range(1200)])
+    assert s.index_status(C)["building"]
+    s.close()
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == [C]
+    s = EdgeStore(tmp_path / "e", index=IndexSettings(threshold=0))
+    assert s.count(C) == 1200 and s.search(C, X[7], 1)[0].id == chunk_id("a", "d7", 0)
+    assert s.index_status(C)["indexed"] == 0
+    s.close()
+
+
 def test_edge_directory_has_one_owner(tmp_path: Path) -> None:
     """A second open of the same Edge shard (same process or another) is refused while the first holds it;
     after close (or the owner's exit) it opens again."""

@@ -280,6 +280,7 @@ class EdgeStore:
 
     def _run_build(self, name: str, b: _Build, build_dir: Path, old: _Shard, copied: int) -> None:
         final_dir = self.root / f"{name}@{b.generation}"
+        new: _Shard | None = None
         try:
             import vien
 
@@ -303,22 +304,24 @@ class EdgeStore:
                             new.shard.update(op)
                         new.shard.flush()
                         if self._closed or self._shards.get(name) is not old:
-                            new.shard.close()
                             raise RuntimeError("store closed or collection dropped during the build")
                         self._swap(name, old, new, copied, b)
+                        b.ok = True
                         break
                 for op in pending:  # most of the journal without holding writes up
                     new.shard.update(op)
                 done += len(pending)
-            b.ok = True
             log.info("index build of %s done in %.1fs (%s); %d writes replayed", name,
                      time.monotonic() - b.started, out.strip(), len(b.journal))
         except Exception as exc:
             log.warning("index build of %s failed: %s; searches stay exact, next try in %.0fs", name, exc,
                         _RETRY_AFTER_FAILED_BUILD_S)
             self._retry_at[name] = time.monotonic() + _RETRY_AFTER_FAILED_BUILD_S
+            if new is not None and not b.ok:
+                with contextlib.suppress(Exception):
+                    new.shard.close()
             shutil.rmtree(build_dir, ignore_errors=True)
-            if not b.ok and self._shards.get(name) is not None and self._shards[name].path != final_dir:
+            if not b.ok:  # never swapped in: the old shard stays current
                 shutil.rmtree(final_dir, ignore_errors=True)
         finally:
             with self._lock:
