@@ -13,8 +13,8 @@ disables the WAL.)
 
 Indexing: Edge has no background optimizer of its own. Points land in an appendable segment searched
 exactly (brute force over the filtered points). Once `IndexSettings.threshold` points are not indexed
-(default 20,000), this adapter builds the index in the background: it copies the shard (writes wait for
-the copy, ~1 s per 100k points; searches do not), builds HNSW + the tenant-aware payload graphs +
+(default 20,000; `VIEN_INDEX_THRESHOLD`), this adapter builds the index in the background: it copies the
+shard (writes wait for the copy, 1-4 s per 100k points; searches do not), builds HNSW + tenant graphs +
 int8 quantization on the copy in a child process (qdrant-edge-py 0.9.0 holds the GIL for the whole of
 `optimize()`, so an in-process build would stop every search), journals the writes made meanwhile,
 replays them onto the built shard and swaps it in under the write lock. Searches are answered

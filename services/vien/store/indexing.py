@@ -2,7 +2,7 @@
 
 `IndexSettings` is what the embedded store builds on its own and what a Qdrant server gets at collection
 creation (`QdrantStore.ensure_collection`), so production runs with the settings the bench measured
-(bench/RESULTS.md, "Index defaults"). Environment (read by `IndexSettings.from_env`):
+(bench/RESULTS.md, "Search at scale"). Environment (read by `IndexSettings.from_env`):
 
 | variable | default | meaning |
 |---|---|---|
