@@ -18,8 +18,11 @@ shard (writes wait for the copy, 1-4 s per 100k points; searches do not), builds
 int8 quantization on the copy in a child process (qdrant-edge-py 0.9.0 holds the GIL for the whole of
 `optimize()`, so an in-process build would stop every search), journals the writes made meanwhile,
 replays them onto the built shard and swaps it in under the write lock. Searches are answered
-throughout (exact on the old shard until the swap); a write acknowledged after the swap went to the new
-shard, before it to both. The built shard lives in ``<root>/<collection>@<generation>/``; the file
+throughout (exact on the old shard until the swap), except for one pause: the bindings also hold the GIL
+in `EdgeShard.load` of the built shard and `close` of the old one (0.5-1 s here at 10k-100k points on 2
+shared cores; bench/RESULTS.md). A write acknowledged after the swap went to the new shard; one before
+it went to the old shard and the journal, replayed onto the new one before the swap.
+The built shard lives in ``<root>/<collection>@<generation>/``; the file
 ``<root>/<collection>.current`` names it (written atomically after the replay, so a crash at any point
 leaves one complete shard; leftovers are removed at the next start). `optimize()` runs the same build
 now and waits for it.
