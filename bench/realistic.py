@@ -11,7 +11,8 @@ is captured: chunk vector, lexical vector, payload.
 Synthetic points (`points`): each is a mixture of one base chunk and one of its 8 nearest base
 neighbours (weight 0.55-1.0 on the first) plus Gaussian noise scaled to the base set's spread around its
 mean, renormalised: it stays inside the clusters the real embeddings form, and its nearest neighbours are
-about as close as real near-duplicates are. It keeps the base chunk's lexical vector and payload texts.
+about as close as real near-duplicates are. It keeps the base chunk's payload texts and its lexical vector
+with ~20 % of the terms dropped and the weights jittered (so copies of one chunk do not tie exactly).
 Tenants are unequal (`tenant_shares`: the searched tenant, then a Zipf tail).
 
 Queries (`queries`): a mixture of two base neighbours with more noise (so no query equals a point), and the
@@ -202,8 +203,20 @@ def points(base: Base | None, n: int, dims: int, searched_share: float, batch: i
                 "tenant": tenant, "doc_id": doc_id, "chunk_index": 0, "lang": meta["lang"] or "vi",
                 "title": meta["title"], "text": meta["text"], "metadata": {"topic": f"t{i % 8}", "source": "bench"},
                 "version": 1, "content_hash": f"{i:032x}", "n_chunks": 1,
-            }, base.sparse[int(rows[j])] if base is not None else None))
+            }, _jitter(rng, base.sparse[int(rows[j])]) if base is not None else None))
         yield out
+
+
+def _jitter(rng: np.random.Generator, sv: SparseVector | None) -> SparseVector | None:
+    """The base chunk's lexical vector with ~20 % of its terms dropped and weights scaled by 0.8-1.2: the
+    copies of one base chunk must not all score the same (exact ties would make hybrid recall arbitrary)."""
+    if sv is None or not sv.indices:
+        return sv
+    keep = rng.random(len(sv.indices)) >= 0.2
+    keep[int(rng.integers(0, len(keep)))] = True
+    scale = rng.uniform(0.8, 1.2, len(sv.indices))
+    return SparseVector([i for i, k in zip(sv.indices, keep, strict=True) if k],
+                        [float(v * c) for v, c, k in zip(sv.values, scale, keep, strict=True) if k])
 
 
 def queries(base: Base | None, n: int, dims: int, seed: int = 17,
