@@ -488,7 +488,7 @@ def run(ns: argparse.Namespace | None = None) -> dict:
     if keep_logs:
         result["logs"] = pipe["logs"]
     result["ratio_pipeline_over_raw"] = result["pipeline_docs_per_s"] / result["raw_docs_per_s"]
-    result["target_met"] = result["ratio_pipeline_over_raw"] >= 0.85
+    result["target_met"] = result["ratio_pipeline_over_raw"] >= 0.9
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 
 

@@ -1,187 +1,211 @@
-"""`vien bench store`: the vector store layer on its own (no embedding), both adapters.
+"""`vien bench store`: the vector store alone (Qdrant Edge in process, no embedding), at 100k-1M points.
 
-(a) EdgeStore (Qdrant Edge, on disk in a temp dir, durable=True: flushed after every batch):
-    upsert N random unit vectors (default 100,000 × 384, 3 tenants, batches of 1,000), then 500
-    tenant-filtered top-10 searches through the store API (payload returned) on the freshly written
-    appendable segment (exact scan), then `optimize()` (HNSW build) and the same searches again, then
-    reopened with hnsw_ef=256 and searched again; recall@1/@10 against numpy's exact answer;
-(b) QdrantStore in qdrant-client local mode (pure Python) at a smaller N (default 20,000), for contrast.
+Data (`--data`): `realistic` (default; bench/realistic.py: derived from real e5 embeddings of the eval
+corpora, unequal tenants, lexical vectors) or `random` (independent unit vectors: the labelled worst case).
 
-Queries are corpus vectors plus noise (a near neighbour exists), filtered to one tenant (1/3 of points).
+1. Fill N points (batches of 1,000, each acknowledged = flushed), payload as ingest writes it; RSS after.
+2. Exact phase (no index yet; automatic build held off): `--queries` tenant-filtered top-10 searches,
+   dense and hybrid, timed; their exact answers (brute force, full vectors) kept as the truth.
+3. Index build as the store runs it (child process on a copy; `optimize()` = the same build, waited for)
+   while a thread keeps searching: build time, and the search latency during the build vs before it.
+4. Indexed phase, for each ef of `--ef` (default 32,64,128,256): p50/p99 and recall@10 against the exact
+   truth, dense and hybrid (RRF over dense + lexical candidates: the truth is the same fusion with the
+   dense side exact).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
+import resource
 import sys
 import tempfile
+import threading
 import time
-import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vien.store import Point, SearchFilter, VectorStore
+import qdrant_edge as qe
+import realistic
+
+from vien.store import SearchFilter
 from vien.store.edge import EdgeStore
-from vien.store.qdrant import QdrantStore
+from vien.store.indexing import IndexSettings
 
-TENANTS = ("t0", "t1", "t2")
 COLLECTION = "bench"
 
 
-def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
-
-
 def _pct(xs: list[float], p: float) -> float:
-    return float(np.percentile(np.asarray(xs) * 1e3, p))
+    return float(np.percentile(np.asarray(xs), p)) if xs else float("nan")
 
 
-def _load(store: VectorStore, X: np.ndarray, ids: list[str], batch: int) -> float:
-    store.ensure_collection(COLLECTION, X.shape[1], sparse=False)
-    t0 = time.perf_counter()
-    for b in range(0, len(X), batch):
-        store.upsert(
-            COLLECTION,
-            [
-                Point(
-                    id=ids[i],
-                    vector=X[i],
-                    payload={
-                        "tenant": TENANTS[i % 3],
-                        "doc_id": f"d{i}",
-                        "chunk_index": 0,
-                        "lang": "vi",
-                        "text": f"chunk {i}",
-                        "version": 1,
-                    },
-                )
-                for i in range(b, min(b + batch, len(X)))
-            ],
-        )
-    return time.perf_counter() - t0
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-def _queries(rng: np.random.Generator, X: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = rng.integers(0, len(X), n)
-    Q = X[rows] + 0.5 * _unit(rng, n, X.shape[1]) / np.sqrt(2)
-    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
-    return Q.astype(np.float32), rows
+def _du_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def _search(store: VectorStore, Q: np.ndarray, rows: np.ndarray, X: np.ndarray, ids: list[str]) -> dict:
-    """Latency of tenant-filtered top-10 searches; recall against numpy's exact answer on the first 100.
-
-    recall@1: the planted neighbour (the corpus vector the query was made from) comes first.
-    recall@10: overlap with the exact top-10; on random data ranks 2-10 sit at noise-level similarity,
-    the worst case for an approximate (HNSW) index, so read it as a lower bound.
-    """
-    lat, r1, r10 = [], [], []
-    tenant_of = np.arange(len(X)) % 3
-    for j, q in enumerate(Q):
-        t = int(rows[j] % 3)
+def _timed(fn: Any, qs: list[tuple[np.ndarray, Any]]) -> tuple[list[float], list[list[str]]]:
+    lat, ids = [], []
+    for v, sv in qs:
         t0 = time.perf_counter()
-        hits = store.search(COLLECTION, q, 10, SearchFilter(tenant=TENANTS[t]))
-        lat.append(time.perf_counter() - t0)
-        assert all(h.payload["tenant"] == TENANTS[t] for h in hits)
-        if j < 100:
-            sims = X @ q
-            sims[tenant_of != t] = -2.0
-            truth = {ids[i] for i in np.argpartition(-sims, 10)[:10]}
-            r1.append(bool(hits) and hits[0].id == ids[int(np.argmax(sims))])
-            r10.append(len(truth & {h.id for h in hits}) / 10)
-    return {
-        "search_p50_ms": _pct(lat, 50),
-        "search_p99_ms": _pct(lat, 99),
-        "recall_at_1": float(np.mean(r1)),
-        "recall_at_10": float(np.mean(r10)),
-    }
+        hits = fn(v, sv)
+        lat.append((time.perf_counter() - t0) * 1e3)
+        ids.append([h.id for h in hits])
+    return lat, ids
 
 
-def _data(n: int, dims: int, queries: int, seed: int) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    X = _unit(rng, n, dims)
-    ids = [str(uuid.UUID(int=int(rng.integers(0, 2**62)) << 64 | i)) for i in range(n)]
-    Q, rows = _queries(rng, X, queries)
-    return X, ids, Q, rows
+def _recall(got: list[list[str]], truth: list[list[str]]) -> float:
+    return float(np.mean([len(set(g) & set(t)) / max(1, len(t)) for g, t in zip(got, truth, strict=True)]))
 
 
-def _load_and_search(store: VectorStore, X: np.ndarray, ids: list[str], Q: np.ndarray, rows: np.ndarray) -> dict:
-    upsert_s = _load(store, X, ids, 1000)
-    out: dict = {"points": len(X), "dims": X.shape[1], "batch": 1000, "queries": len(Q), "upsert_s": upsert_s}
-    out["points_per_s"] = len(X) / upsert_s
-    store.search(COLLECTION, Q[0], 10, SearchFilter(tenant="t0"))  # warm
-    out.update(_search(store, Q, rows, X, ids))
-    assert store.count(COLLECTION) == len(X)
-    return out
+def _tie_recall(got: list[list[str]], truth20: list[list[Any]], k: int = 10) -> float:
+    """recall@k where a hit whose exact fused score ties the exact k-th score counts as right: RRF gives
+    equal scores to different documents (rank r on one side only), and which of them lands in the top k
+    is arbitrary in both answers."""
+    out = []
+    for g, t in zip(got, truth20, strict=True):
+        score = {h.id: h.score for h in t}
+        kth = t[k - 1].score if len(t) >= k else -1.0
+        top = {h.id for h in t[:k]}
+        out.append(sum(1 for i in g if i in top or score.get(i, -2.0) >= kth - 1e-9) / max(1, min(k, len(t))))
+    return float(np.mean(out))
 
 
-def bench_edge(n: int, dims: int, queries: int, optimize: bool, hnsw_ef: int, seed: int = 1) -> dict:
-    X, ids, Q, rows = _data(n, dims, queries, seed)
+def bench_edge(n: int, data: str, n_queries: int, efs: list[int], quantization: str, share: float,
+               build: bool = True) -> dict:
+    dims = 384
+    base = realistic.load_base() if data == "realistic" else None
+    qs = realistic.queries(base, n_queries, dims)
+    flt = SearchFilter(tenant=realistic.SEARCHED)
+    # the build is started below, on cue; threads etc. from the environment (VIEN_INDEX_THREADS, ...)
+    ix = dataclasses.replace(IndexSettings.from_env(), threshold=0, quantization=quantization)
+    out: dict[str, Any] = {"points": n, "data": data, "dims": dims, "queries": n_queries,
+                           "quantization": quantization, "index": {"m": ix.m, "payload_m": ix.payload_m,
+                                                                   "ef_construct": ix.ef_construct,
+                                                                   "threads": ix.threads}}
+    if base is not None:
+        out["base"] = base.source
     with tempfile.TemporaryDirectory(prefix="vien-store-bench-") as tmp:
-        store = EdgeStore(Path(tmp) / "edge")  # durable=True: flushed after every batch
+        store = EdgeStore(Path(tmp) / "edge", index=ix)
         try:
-            out = _load_and_search(store, X, ids, Q, rows)  # appendable segment: exact scan
-            if optimize:
-                t0 = time.perf_counter()
-                store.optimize(COLLECTION)  # HNSW build
-                out["optimize_s"] = time.perf_counter() - t0
-                out.update({f"hnsw_{k}": v for k, v in _search(store, Q, rows, X, ids).items()})
+            store.ensure_collection(COLLECTION, dims, sparse=True)
+            rss0 = _rss_mb()
+            t0 = time.perf_counter()
+            for batch in realistic.points(base, n, dims, share):
+                store.upsert(COLLECTION, batch)
+            out["fill_s"] = time.perf_counter() - t0
+            out["fill_points_per_s"] = n / out["fill_s"]
+            out["tenant_points"] = store.count(COLLECTION, flt)
+            out["rss_after_fill_mb"] = _rss_mb()
+            out["rss_growth_fill_mb"] = out["rss_after_fill_mb"] - rss0
+            out["disk_mb"] = _du_mb(Path(tmp))
+
+            def dense(v: np.ndarray, sv: Any) -> list:
+                return store.search(COLLECTION, v, 10, flt)
+
+            def hybrid(v: np.ndarray, sv: Any) -> list:
+                return store.search_hybrid(COLLECTION, v, sv, 10, flt, prefetch_k=40)
+
+            dense(*qs[0])
+            lat_d, truth_d = _timed(dense, qs)
+            lat_h, _truth_h = _timed(hybrid, qs)
+            _, exact_d = _timed(lambda v, sv: store.search_exact(COLLECTION, v, 10, flt), qs)
+            _, exact_h = _timed(lambda v, sv: store.search_hybrid(COLLECTION, v, sv, 10, flt, 40, exact=True), qs)
+            exact_h20 = [store.search_hybrid(COLLECTION, v, sv, 20, flt, 40, exact=True) for v, sv in qs]
+            out["exact_dense_p50_ms"], out["exact_dense_p99_ms"] = _pct(lat_d, 50), _pct(lat_d, 99)
+            out["exact_hybrid_p50_ms"], out["exact_hybrid_p99_ms"] = _pct(lat_h, 50), _pct(lat_h, 99)
+            out["exact_scan_recall_check"] = _recall(truth_d, exact_d)  # plain segments: 1.0
+            if not build:
+                return out
+
+            # the build, under a steady query load
+            during: list[float] = []
+            done = threading.Event()
+
+            def load() -> None:
+                k = 0
+                while not done.is_set():
+                    v, _sv = qs[k % len(qs)]
+                    t1 = time.perf_counter()
+                    store.search(COLLECTION, v, 10, flt)
+                    during.append((time.perf_counter() - t1) * 1e3)
+                    k += 1
+                    time.sleep(0.02)
+
+            th = threading.Thread(target=load, daemon=True)
+            th.start()
+            t0 = time.perf_counter()
+            store.optimize(COLLECTION)
+            out["build_s"] = time.perf_counter() - t0
+            done.set()
+            th.join()
+            out["during_build_searches"] = len(during)
+            out["during_build_p50_ms"], out["during_build_max_ms"] = _pct(during, 50), max(during)
+            out["during_build_worst_extra_ms"] = max(during) - _pct(lat_d, 50)
+            out["rss_after_build_mb"] = _rss_mb()
+            out["disk_after_build_mb"] = _du_mb(Path(tmp))
+            out["index_status"] = store.index_status(COLLECTION)
+            curve = []
+            for ef in efs:
+                quant = (qe.QuantizationSearchParams(rescore=True, oversampling=ix.oversampling)
+                         if quantization != "none" else None)
+                store._params = qe.SearchParams(hnsw_ef=ef, quantization=quant)
+                dense(*qs[0])
+                ld, gd = _timed(dense, qs)
+                lh, gh = _timed(hybrid, qs)
+                curve.append({"ef": ef, "dense_p50_ms": _pct(ld, 50), "dense_p99_ms": _pct(ld, 99),
+                              "dense_recall_at_10": _recall(gd, exact_d), "hybrid_p50_ms": _pct(lh, 50),
+                              "hybrid_p99_ms": _pct(lh, 99), "hybrid_recall_at_10": _recall(gh, exact_h),
+                              "hybrid_recall_at_10_ties": _tie_recall(gh, exact_h20)})
+            out["curve"] = curve
         finally:
             store.close()
-        if optimize:
-            t0 = time.perf_counter()
-            store = EdgeStore(Path(tmp) / "edge", hnsw_ef=hnsw_ef)
-            out["reopen_s"] = time.perf_counter() - t0
-            try:
-                out.update({f"hnsw_ef{hnsw_ef}_{k}": v for k, v in _search(store, Q, rows, X, ids).items()})
-            finally:
-                store.close()
+    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
-
-
-def bench_local(n: int, dims: int, queries: int, seed: int = 2) -> dict:
-    X, ids, Q, rows = _data(n, dims, queries, seed)
-    store = QdrantStore(location=":memory:")
-    try:
-        return _load_and_search(store, X, ids, Q, rows)
-    finally:
-        store.close()
 
 
 def run(ns: argparse.Namespace | None = None) -> dict:
-    n_edge = getattr(ns, "store_points", None) or 100_000
-    n_local = getattr(ns, "store_local_points", None) or 20_000
-    dims = getattr(ns, "store_dims", None) or 384
-    queries = getattr(ns, "store_queries", None) or 500
-    optimize = not getattr(ns, "no_optimize", False)
-    hnsw_ef = getattr(ns, "store_hnsw_ef", None) or 256
-    edge = bench_edge(n_edge, dims, queries, optimize, hnsw_ef)
-    # local mode scans in Python (~25 ms a query at 2k points): fewer queries keep the run short
-    local_queries = getattr(ns, "store_local_queries", None) or min(queries, 100)
-    local = bench_local(n_local, dims, local_queries)
-    result = {"bench": "store", "cpus": os.cpu_count(), "edge": edge, "qdrant_local": local}
+    n = getattr(ns, "points", None) or 100_000
+    data = getattr(ns, "data", None) or "realistic"
+    queries = getattr(ns, "store_queries", None) or 200
+    efs = [int(x) for x in (getattr(ns, "ef", None) or "32,64,128,256").split(",")]
+    quant = getattr(ns, "quantization", None) or "int8"
+    share = getattr(ns, "tenant_share", None) or 0.5
+    build = not getattr(ns, "no_build", False)
+    result = {"bench": "store", "cpus": os.cpu_count(),
+              "edge": bench_edge(n, data, queries, efs, quant, share, build)}
 
-    def rnd(d: dict) -> dict:
-        return {k: rnd(v) if isinstance(v, dict) else round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
+    def rnd(d: Any) -> Any:
+        if isinstance(d, dict):
+            return {k: rnd(v) for k, v in d.items()}
+        if isinstance(d, list):
+            return [rnd(v) for v in d]
+        return round(d, 3) if isinstance(d, float) else d
 
     return rnd(result)
 
 
 if __name__ == "__main__":
-    import json
-
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--points", dest="store_points", type=int, help="EdgeStore points (default 100000)")
-    p.add_argument("--local-points", dest="store_local_points", type=int, help="local-mode points (default 20000)")
-    p.add_argument("--dims", dest="store_dims", type=int)
-    p.add_argument("--queries", dest="store_queries", type=int)
-    p.add_argument("--local-queries", dest="store_local_queries", type=int, help="local-mode queries (default 100)")
-    p.add_argument("--no-optimize", action="store_true", help="skip the HNSW build and the searches after it")
-    p.add_argument("--hnsw-ef", dest="store_hnsw_ef", type=int, help="ef of the last Edge search pass (default 256)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--points", type=int, help="points (default 100000)")
+    p.add_argument("--data", choices=["realistic", "random"], help="default realistic")
+    p.add_argument("--queries", dest="store_queries", type=int, help="queries per figure (default 200)")
+    p.add_argument("--ef", help="comma-separated hnsw_ef values (default 32,64,128,256)")
+    p.add_argument("--quantization", choices=["int8", "none"], help="default int8")
+    p.add_argument("--tenant-share", dest="tenant_share", type=float, help="searched tenant's share (default 0.5)")
+    p.add_argument("--no-build", dest="no_build", action="store_true", help="fill and exact searches only")
     print(json.dumps(run(p.parse_args())))

@@ -26,6 +26,7 @@ from vien.store import (
     open_store,
 )
 from vien.store.edge import EdgeStore
+from vien.store.indexing import IndexSettings
 from vien.store.qdrant import QdrantStore
 
 D = 64
@@ -342,6 +343,68 @@ def test_edge_persists_across_close_and_reopen(tmp_path: Path) -> None:
     s.close()
 
 
+def test_edge_builds_its_index_in_the_background_and_keeps_answering(tmp_path: Path) -> None:
+    """Past the threshold the index is built in a child process on a copy: searches are answered during
+    the build, writes made during it are replayed onto the built shard, writes after it are found at once,
+    and the swapped shard is what a reopen finds."""
+    rng = np.random.default_rng(11)
+    X = unit(rng, 3000)
+    settings = IndexSettings(threshold=1500, m=8, payload_m=8, ef_construct=32, hnsw_ef=64)
+    s = EdgeStore(tmp_path / "e", index=settings)
+    s.ensure_collection(C, D)
+    pts = [chunk(X[i], "ab"[i % 2], f"d{i}", 0, sparse=SparseVector([i], [1.0])) for i in range(3000)]
+    for b in range(0, 1500, 500):
+        s.upsert(C, pts[b:b + 500])
+    assert s.index_status(C)["building"]  # the upsert that crossed the threshold started it
+    answered_during, k = 0, 1500
+    while s.index_status(C)["building"]:
+        j = int(rng.integers(0, k))
+        hit = s.search(C, X[j], 1, SearchFilter(tenant="ab"[j % 2]))[0]
+        assert hit.id == pts[j].id
+        answered_during += 1
+        if k < 2000:  # written while the build runs: journaled, replayed onto the built shard
+            s.upsert(C, pts[k:k + 50])
+            k += 50
+    assert answered_during >= 1 and k > 1500
+    assert s.wait_index(C, 120)
+    st = s.index_status(C)
+    assert st["builds"] == 1 and st["indexed"] >= 1500 and st["points"] == k
+    for j in [*range(1500, k, 7), 0, 1499]:  # during-build writes are in the built shard
+        assert s.search(C, X[j], 1)[0].id == pts[j].id
+    s.upsert(C, pts[k:k + 10])  # after the swap: searchable at once
+    assert s.search(C, X[k + 3], 1)[0].id == pts[k + 3].id
+    assert s.search_exact(C, X[k + 3], 1)[0].id == pts[k + 3].id
+    assert s.search_hybrid(C, X[5], SparseVector([5], [1.0]), 1)[0].id == pts[5].id
+    assert s.index_status(C)["unindexed"] > 0
+    assert s.optimize(C) is True  # `vien optimize`: the same build, now, for the tail
+    assert s.index_status(C)["unindexed"] == 0 and s.index_status(C)["builds"] == 2
+    assert s.optimize(C) is False  # nothing written since
+    s.close()
+    shards = sorted(p.name for p in (tmp_path / "e").iterdir() if p.is_dir())
+    assert len(shards) == 1 and shards[0].startswith(f"{C}@")  # the replaced shard was removed
+    s = EdgeStore(tmp_path / "e", index=settings)
+    assert s.count(C) == k + 10 and s.index_status(C)["indexed"] >= 1500
+    assert s.search(C, X[k + 3], 1)[0].id == pts[k + 3].id
+    s.close()
+
+
+def test_edge_build_interrupted_by_close_leaves_the_shard_whole(tmp_path: Path) -> None:
+    """Closing the store while its index builds kills the child; the build's copy is removed and the
+    shard reopens with every acknowledged point (what a crash mid-build also leaves: see _open_all)."""
+    rng = np.random.default_rng(12)
+    X = unit(rng, 1200)
+    s = EdgeStore(tmp_path / "e", index=IndexSettings(threshold=1000, m=8, payload_m=8, ef_construct=32))
+    s.ensure_collection(C, D)
+    s.upsert(C, [chunk(X[i], "a", f"d{i}", 0) for i in range(1200)])
+    assert s.index_status(C)["building"]
+    s.close()
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == [C]
+    s = EdgeStore(tmp_path / "e", index=IndexSettings(threshold=0))
+    assert s.count(C) == 1200 and s.search(C, X[7], 1)[0].id == chunk_id("a", "d7", 0)
+    assert s.index_status(C)["indexed"] == 0
+    s.close()
+
+
 def test_edge_directory_has_one_owner(tmp_path: Path) -> None:
     """A second open of the same Edge shard (same process or another) is refused while the first holds it;
     after close (or the owner's exit) it opens again."""
@@ -403,10 +466,11 @@ def test_open_store_specs(tmp_path: Path) -> None:
 def test_qdrant_grpc_requests_on_the_wire_against_fake_qdrant_server() -> None:
     """FAKE Qdrant server (no Qdrant server binary can be installed here): the production path
     (qdrant-client over gRPC) against a stand-in that records requests, so the messages on the wire
-    are checked: named vectors, wait=True, the payload filter and RRF k=60."""
+    are checked: named vectors, wait=True, the payload filter and RRF k=60, and the index settings the
+    embedded store builds (HNSW m / payload_m, int8 quantization) sent at collection creation."""
     import grpc
     from google.protobuf.json_format import MessageToDict
-    from qdrant_client.grpc import points_pb2, points_service_pb2_grpc
+    from qdrant_client.grpc import collections_pb2, collections_service_pb2_grpc, points_pb2, points_service_pb2_grpc
 
     seen: dict[str, list[dict]] = {}
 
@@ -434,13 +498,27 @@ def test_qdrant_grpc_requests_on_the_wire_against_fake_qdrant_server() -> None:
             self._rec("count", req)
             return points_pb2.CountResponse(result=points_pb2.CountResult(count=7))
 
+    class FakeCollections(collections_service_pb2_grpc.CollectionsServicer):
+        def CollectionExists(self, req, ctx):
+            return collections_pb2.CollectionExistsResponse(result=collections_pb2.CollectionExists(exists=False))
+
+        def Create(self, req, ctx):
+            seen.setdefault("create", []).append(MessageToDict(req))
+            return collections_pb2.CollectionOperationResponse(result=True)
+
+        def Get(self, req, ctx):  # not faked further: ensure_collection stops at its shape check
+            ctx.abort(grpc.StatusCode.NOT_FOUND, "fake server keeps no collections")
+
     server = grpc.server(ThreadPoolExecutor(2))
     points_service_pb2_grpc.add_PointsServicer_to_server(FakePoints(), server)
+    collections_service_pb2_grpc.add_CollectionsServicer_to_server(FakeCollections(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     store = open_store(f"qdrant:http://127.0.0.1:{port}")
     try:
         assert isinstance(store, QdrantStore)
+        with pytest.raises(CollectionNotFound):
+            store.ensure_collection(C, 8)
         store._dims[C], store._has_sparse[C] = 8, True  # skip GetCollectionInfo (not faked)
         v = np.ones(8, np.float32)
         store.upsert(C, [chunk(v, "a", "d", 0, sparse=SparseVector([3, 5], [0.5, 1.0]))])
@@ -453,6 +531,11 @@ def test_qdrant_grpc_requests_on_the_wire_against_fake_qdrant_server() -> None:
         store.close()
         server.stop(None)
 
+    create = seen["create"][0]
+    ix = IndexSettings.from_env()
+    assert create["hnswConfig"]["m"] == str(ix.m) and create["hnswConfig"]["payloadM"] == str(ix.payload_m)
+    assert create["quantizationConfig"]["scalar"]["type"] == "Int8"
+    assert create["vectorsConfig"]["paramsMap"]["map"]["dense"]["size"] == "8"
     up = seen["upsert"][0]
     assert up["wait"] is True and set(up["points"][0]["vectors"]["vectors"]["vectors"]) == {"dense", "lexical"}
     assert up["points"][0]["payload"]["tenant"] == {"stringValue": "a"}
@@ -465,3 +548,24 @@ def test_qdrant_grpc_requests_on_the_wire_against_fake_qdrant_server() -> None:
     dele = seen["delete"][0]
     assert dele["wait"] is True
     assert {c["field"]["key"] for c in dele["points"]["filter"]["must"]} == {"tenant", "doc_id"}
+
+
+def test_wire_payloads_travel_as_json_and_bad_json_is_refused() -> None:
+    from vien.store import wire
+    from vien.store.base import Hit
+    from vien.v1 import store_pb2
+
+    payload = {"tenant": "t", "doc_id": "d", "chunk_index": 3, "text": "Tiếng Việt có dấu", "version": 7,
+               "metadata": {"k": "v"}, "n_chunks": 4}
+    p = Point(chunk_id("t", "d", 3), np.ones(4, np.float32), payload)
+    msg = wire.point_to_pb(p)
+    assert msg.payload_json and not msg.HasField("payload")
+    assert wire.point_from_pb(store_pb2.StorePoint.FromString(msg.SerializeToString())).payload == payload
+    for as_json in (True, False):  # the Struct form (older peers) still reads back, integers restored
+        raw = wire.hits_to_pb([Hit(p.id, 0.5, payload)], as_json).SerializeToString()
+        resp = store_pb2.HitsResponse.FromString(raw)
+        assert wire.hits_from_pb(resp)[0].payload == payload
+    for bad, problem in ((b"[1, 2]", "must be a JSON object"), (b"{", "not valid JSON")):
+        with pytest.raises(InvalidArgument) as exc:
+            wire.point_from_pb(store_pb2.StorePoint(id=p.id, vector=msg.vector, payload_json=bad), "points[2]")
+        assert exc.value.field == "points[2].payload_json" and problem in exc.value.message

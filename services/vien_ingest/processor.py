@@ -88,6 +88,21 @@ class _Doc:
     stored_chunks: int = 0
     stored_collection: str = ""
     span: trace.Span = trace.INVALID_SPAN  # its "process" span (consumer side of the publish span)
+    verdict: str = ""  # "todo" | "stale" | "unchanged" | "dead", decided against the store in `prepare`
+    dead: tuple[str, str] = ("", "")  # reason, code when verdict == "dead"
+    sparse: list[SparseVector | None] = field(default_factory=list)  # lexical vector per chunk
+
+
+@dataclass
+class PreparedBatch:
+    """A batch decoded and decided against the store, chunked, lexical vectors computed: what `complete`
+    embeds and writes. The worker prepares batch N+1 while batch N embeds; `refresh` re-decides the
+    documents batch N also touched, once N is written."""
+
+    records: Sequence[Record]
+    spans: list[trace.Span]
+    latest: dict[tuple[str, str], _Doc]
+    out: BatchOutcome
 
 
 class IngestProcessor:
@@ -256,96 +271,129 @@ class IngestProcessor:
                 rejected.append(d)
         return rejected
 
-    def _sparse_vectors(self, docs: list[_Doc]) -> list[list[SparseVector | None]]:
+    def _sparse_of(self, d: _Doc) -> list[SparseVector | None]:
         """The lexical vector of every chunk (None where the profile has lexical off or the chunk has no
         words): the chunk text as embedded (title included), without the model's prompt."""
-        out: list[list[SparseVector | None]] = []
-        for d in docs:
-            enc = self._lexical.get(d.profile) if d.event.op == UPSERT else None
-            vecs = [enc.document(text) for text in d.chunks] if enc is not None else [None] * len(d.chunks)
-            out.append([v if v is not None and v.indices else None for v in vecs])
-        return out
+        enc = self._lexical.get(d.profile) if d.event.op == UPSERT else None
+        vecs = [enc.document(text) for text in d.chunks] if enc is not None else [None] * len(d.chunks)
+        return [v if v is not None and v.indices else None for v in vecs]
 
     # ------------------------------------------------------------------ the batch
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
+        """prepare + complete, one after the other (the worker overlaps them across batches)."""
+        return await self.complete(await self.prepare(records))
+
+    async def prepare(self, records: Sequence[Record]) -> PreparedBatch:
+        """Decode, keep the newest event per document, decide each against the store (stale, unchanged,
+        poison), chunk and compute lexical vectors: everything but the embedder and the writes."""
         out = BatchOutcome(events=len(records))
         latest: dict[tuple[str, str], _Doc] = {}
         spans = [self._process_span(rec) for rec in records]
+        batch = PreparedBatch(records, spans, latest, out)
         try:
-            await self._process(records, spans, latest, out)
-        except BaseException as exc:
-            # transient (the worker retries the batch; the retry gets fresh spans) or cancelled at shutdown
-            for span in spans:
+            for rec, span in zip(records, spans, strict=True):
+                try:
+                    ev = decode_event(rec.value, rec.headers)
+                except PoisonEvent as exc:
+                    out.dead.append((rec, exc.reason, exc.code))
+                    continue
                 if span.is_recording():
-                    span.set_status(trace.StatusCode.ERROR, f"batch not applied: {type(exc).__name__}: {exc}")
+                    span.set_attributes({"vien.tenant": ev.tenant, "vien.doc_id": ev.doc_id, "vien.version": ev.version,
+                                         "vien.op": "delete" if ev.op == DELETE else "upsert"})
+                key = (ev.tenant, ev.doc_id)
+                prev = latest.get(key)
+                if prev is None or ev.version >= prev.event.version:
+                    latest[key] = _Doc(rec, ev, span=span)  # a later offset of the same version wins too
+                if prev is not None:
+                    out.stale += 1  # one of the two is superseded within this batch
+            t0 = time.perf_counter()
+            await self._decide(list(latest.values()))
+            out.stage_s["prepare"] = time.perf_counter() - t0
+        except BaseException as exc:
+            self._fail(batch, exc)
             raise
-        finally:
-            self._end_spans(spans, records, latest, out)
+        return batch
+
+    async def refresh(self, batch: PreparedBatch, touched: set[tuple[str, str]]) -> int:
+        """Decide again the documents of `batch` that a batch written after its preparation also had
+        (their stored version, hash and chunk count changed). Returns how many were re-decided."""
+        docs = [d for key, d in batch.latest.items() if key in touched]
+        if docs:
+            try:
+                await self._decide(docs)
+            except BaseException as exc:
+                self._fail(batch, exc)
+                raise
+        return len(docs)
+
+    async def complete(self, batch: PreparedBatch) -> BatchOutcome:
+        """Embed and write a prepared batch. When it returns, the store acknowledged every change."""
+        out, latest = batch.out, batch.latest
+        try:
+            todo: list[_Doc] = []
+            for d in latest.values():
+                if d.verdict == "stale":
+                    out.stale += 1
+                elif d.verdict == "unchanged":
+                    out.unchanged += 1
+                elif d.verdict == "dead":
+                    out.dead.append((d.record, *d.dead))
+                else:
+                    todo.append(d)
+            t0 = time.perf_counter()
+            for d in await self._embed_docs([d for d in todo if d.event.op == UPSERT], out):
+                todo.remove(d)
+            out.stage_s["embed"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            await self._write(todo, out)
+            out.stage_s["write"] = time.perf_counter() - t0
+            if self.accent_stats is not None:
+                await self._count_syllables([d for d in todo if d.event.op == UPSERT])
+        except BaseException as exc:
+            self._fail(batch, exc)
+            raise
+        self._end_spans(batch.spans, batch.records, latest, out)
         return out
 
-    async def _process(self, records: Sequence[Record], spans: list[trace.Span], latest: dict[tuple[str, str], _Doc],
-                       out: BatchOutcome) -> None:
-        for rec, span in zip(records, spans, strict=True):
-            try:
-                ev = decode_event(rec.value, rec.headers)
-            except PoisonEvent as exc:
-                out.dead.append((rec, exc.reason, exc.code))
-                continue
+    @staticmethod
+    def _fail(batch: PreparedBatch, exc: BaseException) -> None:
+        # transient (the worker retries the batch; the retry gets fresh spans) or cancelled at shutdown
+        for span in batch.spans:
             if span.is_recording():
-                span.set_attributes({"vien.tenant": ev.tenant, "vien.doc_id": ev.doc_id, "vien.version": ev.version,
-                                     "vien.op": "delete" if ev.op == DELETE else "upsert"})
-            key = (ev.tenant, ev.doc_id)
-            prev = latest.get(key)
-            if prev is None or ev.version >= prev.event.version:
-                latest[key] = _Doc(rec, ev, span=span)  # a later offset of the same version wins too
-            if prev is not None:
-                out.stale += 1  # one of the two is superseded within this batch
+                span.set_status(trace.StatusCode.ERROR, f"batch not applied: {type(exc).__name__}: {exc}")
+                span.end()
 
-        docs = list(latest.values())
-        todo: list[_Doc] = []
+    async def _decide(self, docs: list[_Doc]) -> None:
         # Store lookups run concurrently: done one by one they left the embedder idle between batches.
-        t0 = time.perf_counter()
         states = await asyncio.gather(*(self._bounded(self._in_span(d.span, self._stored_state(d))) for d in docs))
         for doc, (version, stored_hash, n_stored, collection) in zip(docs, states, strict=True):
             ev = doc.event
             doc.stored_chunks, doc.stored_collection = n_stored, collection
+            doc.verdict, doc.chunks, doc.sparse = "todo", [], []
             if ev.version < version:
-                out.stale += 1
+                doc.verdict = "stale"
                 continue
             if ev.op == DELETE:
-                todo.append(doc)
                 continue
             try:
                 doc.profile, doc.lang = self._route(ev)
             except PoisonEvent as exc:
-                out.dead.append((doc.record, exc.reason, exc.code))
+                doc.verdict, doc.dead = "dead", (exc.reason, exc.code)
                 continue
             doc.content_hash = event_content_hash(ev, doc.profile)
             target = self.config.profiles[doc.profile].collection
             if doc.content_hash == stored_hash and collection == target:
-                out.unchanged += 1
+                doc.verdict = "unchanged"
                 continue
             try:
                 doc.chunks = await asyncio.to_thread(self._chunk, doc)  # off the event loop
             except ValueError as exc:
-                out.dead.append((doc.record, f"text: cannot be chunked ({exc})", "chunking"))
+                doc.verdict, doc.dead = "dead", (f"text: cannot be chunked ({exc})", "chunking")
                 continue
             if not doc.chunks:
-                out.dead.append((doc.record, "text: nothing to embed after normalisation", "empty_text"))
+                doc.verdict, doc.dead = "dead", ("text: nothing to embed after normalisation", "empty_text")
                 continue
-            todo.append(doc)
-
-        out.stage_s["prepare"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for d in await self._embed_docs([d for d in todo if d.event.op == UPSERT], out):
-            todo.remove(d)
-        out.stage_s["embed"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-
-        await self._write(todo, out)
-        out.stage_s["write"] = time.perf_counter() - t0
-        if self.accent_stats is not None:
-            await self._count_syllables([d for d in todo if d.event.op == UPSERT])
+            doc.sparse = await asyncio.to_thread(self._sparse_of, doc)  # ~1 ms a chunk: off the event loop
 
     async def _count_syllables(self, docs: list[_Doc]) -> None:
         """Add the syllable counts of the documents just written to their tenants' accent statistics (after
@@ -364,8 +412,7 @@ class IngestProcessor:
         surplus: dict[str, list[str]] = {}
         deletes: list[tuple[str, str, str]] = []
         tombstones: list[Point] = []
-        sparse = await asyncio.to_thread(self._sparse_vectors, docs)  # ~1 ms a chunk: off the event loop
-        for d, d_sparse in zip(docs, sparse, strict=True):
+        for d in docs:
             ev = d.event
             if ev.op == DELETE:
                 tomb = Tombstone(ev.tenant, ev.doc_id, int(ev.version))
@@ -377,7 +424,7 @@ class IngestProcessor:
             collection = await self._in_span(d.span, self._ensure_collection(d.profile))
             meta: dict[str, Any] = (json_format.MessageToDict(ev.metadata) if ev.HasField("metadata") else {})
             n = len(d.chunks)
-            for i, (text, vec, sv) in enumerate(zip(d.chunks, d.vectors, d_sparse, strict=True)):
+            for i, (text, vec, sv) in enumerate(zip(d.chunks, d.vectors, d.sparse, strict=True)):
                 payload = ChunkPayload(tenant=ev.tenant, doc_id=ev.doc_id, chunk_index=i, lang=d.lang,
                                        title=ev.title, text=text, metadata=meta, version=int(ev.version),
                                        content_hash=d.content_hash, n_chunks=n)

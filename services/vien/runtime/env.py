@@ -104,6 +104,17 @@ VARS: dict[str, Var] = {v.name: v for v in (
         "`remote:host:port`", default_doc="`remote:$VIEN_STORE_ADDR`"),
     Var("VIEN_STORE_BACKEND", "str", "", "what the local store service opens",
         default_doc="`edge:~/.cache/vien/store`"),
+    Var("VIEN_INDEX_THRESHOLD", "int", 20_000, "Qdrant Edge builds its vector index by itself once this many "
+        "points are not indexed; 0 = never by itself (`vien optimize`)", lo=0, hi=10**9),
+    Var("VIEN_HNSW_M", "int", 16, "HNSW edges per node of the global graph", lo=0, hi=256),
+    Var("VIEN_HNSW_PAYLOAD_M", "int", 16, "edges per node of the per-tenant graphs (tenant-aware index)",
+        lo=0, hi=256),
+    Var("VIEN_HNSW_EF_CONSTRUCT", "int", 100, "HNSW build-time beam", lo=4, hi=4096),
+    Var("VIEN_HNSW_EF", "int", 128, "HNSW search-time beam", lo=1, hi=4096),
+    Var("VIEN_QUANTIZATION", "choice", "int8", "`int8` (scalar, in RAM, rescored with the full vectors) or "
+        "`none`", choices=("int8", "none")),
+    Var("VIEN_INDEX_THREADS", "int", 1, "threads of the Edge index build (it runs beside the searches); 0 = all",
+        lo=0, hi=256),
     Var("VIEN_QDRANT_API_KEY", "str", "", "API key sent to a Qdrant server", default_doc="unset", secret=True),
     Var("VIEN_KAFKA_BOOTSTRAP", "str", "127.0.0.1:9092", "Kafka brokers (`vien up` runs a local one)"),
     Var("VIEN_DOCUMENTS_TOPIC", "str", "vien.documents", "topic of document events"),
@@ -165,6 +176,8 @@ VARS: dict[str, Var] = {v.name: v for v in (
     Var("VIEN_DEBUG", "bool", False, "CLI errors show the traceback", default_doc="0"),
     Var("VIEN_BENCH_ACCENTS_CORPUS", "path", None, "a JSONL corpus whose counts `vien bench accents` also times "
         "(benchmarks only)", default_doc="unset"),
+    Var("VIEN_EVAL_DIR", "path", Path("/work/shared/eval"), "eval datasets whose cached embeddings the search "
+        "and store benches derive their points from (benchmarks only)"),
     Var("VIEN_BENCH_API_KEY", "str", "", "the key `vien bench http` sends (benchmarks only)", default_doc="unset",
         secret=True),
 )}

@@ -46,6 +46,7 @@ from vien.store.base import (
     point_id,
     sort_chunks,
 )
+from vien.store.indexing import IndexSettings
 
 T = TypeVar("T")
 _SCROLL_PAGE = 256
@@ -91,8 +92,13 @@ class QdrantStore:
         path: str | None = None,
         timeout: int = 30,
         hnsw_ef: int | None = None,
+        index: IndexSettings | None = None,
     ) -> None:
-        self._params = m.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        # The same index the embedded store builds (vien.store.indexing), sent at collection creation.
+        self.index = index or IndexSettings.from_env()
+        quant = (m.QuantizationSearchParams(rescore=True, oversampling=self.index.oversampling)
+                 if self.index.quantization != "none" else None)
+        self._params = m.SearchParams(hnsw_ef=hnsw_ef or self.index.hnsw_ef, quantization=quant)
         self.local = url is None
         if url is not None:
             parts = urlsplit(url)
@@ -184,6 +190,7 @@ class QdrantStore:
                         sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)}
                         if sparse
                         else None,
+                        **self._index_config(dims),
                     ),
                 )
             except (ValueError, UnexpectedResponse, grpc.RpcError):
@@ -203,6 +210,19 @@ class QdrantStore:
                     self.client.create_payload_index, name, field, field_schema=_index_schema(kind), wait=True
                 )
                 self._call(name, index)
+
+    def _index_config(self, dims: int) -> dict[str, Any]:
+        """HNSW (global + per-tenant graphs), int8 quantization and the indexing threshold of a new collection."""
+        ix = self.index
+        out: dict[str, Any] = {"hnsw_config": m.HnswConfigDiff(m=ix.m, payload_m=ix.payload_m,
+                                                               ef_construct=ix.ef_construct)}
+        if ix.quantization == "int8":
+            out["quantization_config"] = m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True))
+        if ix.threshold > 0:  # Qdrant counts its threshold in KB of vectors
+            kb = max(1, ix.threshold * dims * 4 // 1024)
+            out["optimizers_config"] = m.OptimizersConfigDiff(indexing_threshold=kb)
+        return out
 
     def drop_collection(self, name: str) -> bool:
         check_collection_name(name)

@@ -67,14 +67,16 @@ class RemoteStore:
         self._call("Delete", store_pb2.DeleteRequest(collection=collection, tenant=tenant, doc_id=doc_id))
 
     def doc_chunks(self, collection: str, tenant: str, doc_id: str) -> list[Hit]:
-        resp = self._call("DocChunks", store_pb2.DocChunksRequest(collection=collection, tenant=tenant, doc_id=doc_id))
+        resp = self._call("DocChunks", store_pb2.DocChunksRequest(collection=collection, tenant=tenant, doc_id=doc_id,
+                                                                  payload_json=True))
         assert isinstance(resp, store_pb2.HitsResponse)
         return wire.hits_from_pb(resp)
 
     def _query(self, collection: str, mode: store_pb2.StoreQueryMode, top_k: int, flt: SearchFilter | None,
                vector: np.ndarray | None = None, sparse: SparseVector | None = None,
                prefetch_k: int | None = None) -> list[Hit]:
-        req = store_pb2.QueryRequest(collection=collection, mode=mode, top_k=top_k, prefetch_k=prefetch_k or 0)
+        req = store_pb2.QueryRequest(collection=collection, mode=mode, top_k=top_k, prefetch_k=prefetch_k or 0,
+                                     payload_json=True)
         if vector is not None:
             req.vector = np.asarray(vector, "<f4").tobytes()
         if sparse is not None:

@@ -1,10 +1,15 @@
-"""Conversions between the store's dataclasses and the vien.v1 store protobuf messages."""
+"""Conversions between the store's dataclasses and the vien.v1 store protobuf messages.
+
+Payloads travel as JSON bytes (`payload_json`, orjson): measured 1.2 ms for the Struct round trip of 10
+hits with chunk-sized texts against 0.06 ms as JSON (bench/RESULTS.md, store hop). The Struct fields
+stay readable for older peers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import orjson
 from google.protobuf import json_format, struct_pb2
 
 from vien.runtime.errors import InvalidArgument
@@ -39,8 +44,26 @@ def sparse_from_pb(msg: store_pb2.StoreSparseVector, present: bool) -> SparseVec
     return SparseVector(list(msg.indices), list(msg.values))
 
 
+def payload_bytes(payload: dict[str, Any], field: str = "payload") -> bytes:
+    try:
+        return orjson.dumps(payload)
+    except TypeError as exc:
+        raise InvalidArgument(field, f"not JSON-representable ({exc})") from None
+
+
+def payload_of(data: bytes, field: str = "payload") -> dict[str, Any]:
+    try:
+        d = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(field, f"not valid JSON ({exc})") from None
+    if not isinstance(d, dict):
+        raise InvalidArgument(field, "must be a JSON object")
+    return d
+
+
 def point_to_pb(p: Point) -> store_pb2.StorePoint:
-    msg = store_pb2.StorePoint(id=p.id, vector=np.asarray(p.vector, "<f4").tobytes(), payload=struct_of(p.payload))
+    msg = store_pb2.StorePoint(id=p.id, vector=np.asarray(p.vector, "<f4").tobytes(),
+                               payload_json=payload_bytes(p.payload))
     if p.sparse is not None:
         msg.sparse.CopyFrom(sparse_to_pb(p.sparse))
     return msg
@@ -55,6 +78,9 @@ def vector_from_bytes(data: bytes, field: str = "vector") -> np.ndarray:
 
 def point_from_pb(msg: store_pb2.StorePoint, field: str = "points[0]") -> Point:
     vector = vector_from_bytes(msg.vector, f"{field}.vector")
+    if msg.payload_json:
+        return Point(msg.id, vector, payload_of(msg.payload_json, f"{field}.payload_json"),
+                     sparse_from_pb(msg.sparse, msg.HasField("sparse")))
     try:
         payload = dict_of(msg.payload)
     except ValueError as exc:  # NaN/Infinity numbers: a payload must be JSON
@@ -73,10 +99,14 @@ def filter_from_pb(msg: store_pb2.StoreFilter, present: bool) -> SearchFilter | 
                         doc_id=msg.doc_id or None)
 
 
-def hits_to_pb(hits: list[Hit]) -> store_pb2.HitsResponse:
+def hits_to_pb(hits: list[Hit], as_json: bool = False) -> store_pb2.HitsResponse:
+    if as_json:
+        return store_pb2.HitsResponse(hits=[store_pb2.StoreHit(id=h.id, score=h.score,
+                                                               payload_json=orjson.dumps(h.payload)) for h in hits])
     return store_pb2.HitsResponse(hits=[store_pb2.StoreHit(id=h.id, score=h.score, payload=struct_of(h.payload))
                                         for h in hits])
 
 
 def hits_from_pb(msg: store_pb2.HitsResponse) -> list[Hit]:
-    return [Hit(h.id, h.score, dict_of(h.payload)) for h in msg.hits]
+    return [Hit(h.id, h.score, orjson.loads(h.payload_json) if h.payload_json else dict_of(h.payload))
+            for h in msg.hits]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13vien/v1/store.proto\x12\x07vien.v1\x1a\x1cgoogle/protobuf/struct.proto\"4\n\x11StoreSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"~\n\nStorePoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x06sparse\x18\x04 \x01(\x0b\x32\x1a.vien.v1.StoreSparseVector\"\xa2\x01\n\x0bStoreFilter\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04lang\x18\x02 \x01(\t\x12\x34\n\x08metadata\x18\x03 \x03(\x0b\x32\".vien.v1.StoreFilter.MetadataEntry\x12\x0e\n\x06\x64oc_id\x18\x04 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x08StoreHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"K\n\x17\x45nsureCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0e\n\x06sparse\x18\x03 \x01(\x08\"H\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x06points\x18\x02 \x03(\x0b\x32\x13.vien.v1.StorePoint\"P\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x04 \x01(\t\"F\n\x10\x44ocChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x03 \x01(\t\"\xce\x01\n\x0cQueryRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.vien.v1.StoreQueryMode\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12*\n\x06sparse\x18\x04 \x01(\x0b\x32\x1a.vien.v1.StoreSparseVector\x12\r\n\x05top_k\x18\x05 \x01(\r\x12$\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x14.vien.v1.StoreFilter\x12\x12\n\nprefetch_k\x18\x07 \x01(\r\"/\n\x0cHitsResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.vien.v1.StoreHit\"H\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.vien.v1.StoreFilter\"\x1e\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\"\x18\n\x16ListCollectionsRequest\"O\n\x11\x43ollectionSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0e\n\x06points\x18\x03 \x01(\x04\x12\x0e\n\x06sparse\x18\x04 \x01(\x08\"J\n\x17ListCollectionsResponse\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1a.vien.v1.CollectionSummary\"\x05\n\x03\x41\x63k\"%\n\x0fOptimizeRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"4\n\x10OptimizeResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\x0f\n\x07seconds\x18\x02 \x01(\x01*f\n\x0eStoreQueryMode\x12\x1a\n\x16STORE_QUERY_MODE_DENSE\x10\x00\x12\x1b\n\x17STORE_QUERY_MODE_SPARSE\x10\x01\x12\x1b\n\x17STORE_QUERY_MODE_HYBRID\x10\x02\x32\xf6\x03\n\x0bVectorStore\x12\x42\n\x10\x45nsureCollection\x12 .vien.v1.EnsureCollectionRequest\x1a\x0c.vien.v1.Ack\x12.\n\x06Upsert\x12\x16.vien.v1.UpsertRequest\x1a\x0c.vien.v1.Ack\x12.\n\x06\x44\x65lete\x12\x16.vien.v1.DeleteRequest\x1a\x0c.vien.v1.Ack\x12=\n\tDocChunks\x12\x19.vien.v1.DocChunksRequest\x1a\x15.vien.v1.HitsResponse\x12\x35\n\x05Query\x12\x15.vien.v1.QueryRequest\x1a\x15.vien.v1.HitsResponse\x12\x36\n\x05\x43ount\x12\x15.vien.v1.CountRequest\x1a\x16.vien.v1.CountResponse\x12T\n\x0fListCollections\x12\x1f.vien.v1.ListCollectionsRequest\x1a .vien.v1.ListCollectionsResponse\x12?\n\x08Optimize\x12\x18.vien.v1.OptimizeRequest\x1a\x19.vien.v1.OptimizeResponseB,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13vien/v1/store.proto\x12\x07vien.v1\x1a\x1cgoogle/protobuf/struct.proto\"4\n\x11StoreSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\x94\x01\n\nStorePoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x06sparse\x18\x04 \x01(\x0b\x32\x1a.vien.v1.StoreSparseVector\x12\x14\n\x0cpayload_json\x18\x05 \x01(\x0c\"\xa2\x01\n\x0bStoreFilter\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04lang\x18\x02 \x01(\t\x12\x34\n\x08metadata\x18\x03 \x03(\x0b\x32\".vien.v1.StoreFilter.MetadataEntry\x12\x0e\n\x06\x64oc_id\x18\x04 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"e\n\x08StoreHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x0c\"K\n\x17\x45nsureCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0e\n\x06sparse\x18\x03 \x01(\x08\"H\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x06points\x18\x02 \x03(\x0b\x32\x13.vien.v1.StorePoint\"P\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x04 \x01(\t\"\\\n\x10\x44ocChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x08\"\xe4\x01\n\x0cQueryRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.vien.v1.StoreQueryMode\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12*\n\x06sparse\x18\x04 \x01(\x0b\x32\x1a.vien.v1.StoreSparseVector\x12\r\n\x05top_k\x18\x05 \x01(\r\x12$\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x14.vien.v1.StoreFilter\x12\x12\n\nprefetch_k\x18\x07 \x01(\r\x12\x14\n\x0cpayload_json\x18\x08 \x01(\x08\"/\n\x0cHitsResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.vien.v1.StoreHit\"H\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.vien.v1.StoreFilter\"\x1e\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\"\x18\n\x16ListCollectionsRequest\"O\n\x11\x43ollectionSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0e\n\x06points\x18\x03 \x01(\x04\x12\x0e\n\x06sparse\x18\x04 \x01(\x08\"J\n\x17ListCollectionsResponse\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1a.vien.v1.CollectionSummary\"\x05\n\x03\x41\x63k\"%\n\x0fOptimizeRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"4\n\x10OptimizeResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\x0f\n\x07seconds\x18\x02 \x01(\x01*f\n\x0eStoreQueryMode\x12\x1a\n\x16STORE_QUERY_MODE_DENSE\x10\x00\x12\x1b\n\x17STORE_QUERY_MODE_SPARSE\x10\x01\x12\x1b\n\x17STORE_QUERY_MODE_HYBRID\x10\x02\x32\xf6\x03\n\x0bVectorStore\x12\x42\n\x10\x45nsureCollection\x12 .vien.v1.EnsureCollectionRequest\x1a\x0c.vien.v1.Ack\x12.\n\x06Upsert\x12\x16.vien.v1.UpsertRequest\x1a\x0c.vien.v1.Ack\x12.\n\x06\x44\x65lete\x12\x16.vien.v1.DeleteRequest\x1a\x0c.vien.v1.Ack\x12=\n\tDocChunks\x12\x19.vien.v1.DocChunksRequest\x1a\x15.vien.v1.HitsResponse\x12\x35\n\x05Query\x12\x15.vien.v1.QueryRequest\x1a\x15.vien.v1.HitsResponse\x12\x36\n\x05\x43ount\x12\x15.vien.v1.CountRequest\x1a\x16.vien.v1.CountResponse\x12T\n\x0fListCollections\x12\x1f.vien.v1.ListCollectionsRequest\x1a .vien.v1.ListCollectionsResponse\x12?\n\x08Optimize\x12\x18.vien.v1.OptimizeRequest\x1a\x19.vien.v1.OptimizeResponseB,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,46 +35,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z*github.com/vien/vien/gen/go/vien/v1;vienv1'
   _globals['_STOREFILTER_METADATAENTRY']._loaded_options = None
   _globals['_STOREFILTER_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_STOREQUERYMODE']._serialized_start=1442
-  _globals['_STOREQUERYMODE']._serialized_end=1544
+  _globals['_STOREQUERYMODE']._serialized_start=1531
+  _globals['_STOREQUERYMODE']._serialized_end=1633
   _globals['_STORESPARSEVECTOR']._serialized_start=62
   _globals['_STORESPARSEVECTOR']._serialized_end=114
-  _globals['_STOREPOINT']._serialized_start=116
-  _globals['_STOREPOINT']._serialized_end=242
-  _globals['_STOREFILTER']._serialized_start=245
-  _globals['_STOREFILTER']._serialized_end=407
-  _globals['_STOREFILTER_METADATAENTRY']._serialized_start=360
-  _globals['_STOREFILTER_METADATAENTRY']._serialized_end=407
-  _globals['_STOREHIT']._serialized_start=409
-  _globals['_STOREHIT']._serialized_end=488
-  _globals['_ENSURECOLLECTIONREQUEST']._serialized_start=490
-  _globals['_ENSURECOLLECTIONREQUEST']._serialized_end=565
-  _globals['_UPSERTREQUEST']._serialized_start=567
-  _globals['_UPSERTREQUEST']._serialized_end=639
-  _globals['_DELETEREQUEST']._serialized_start=641
-  _globals['_DELETEREQUEST']._serialized_end=721
-  _globals['_DOCCHUNKSREQUEST']._serialized_start=723
-  _globals['_DOCCHUNKSREQUEST']._serialized_end=793
-  _globals['_QUERYREQUEST']._serialized_start=796
-  _globals['_QUERYREQUEST']._serialized_end=1002
-  _globals['_HITSRESPONSE']._serialized_start=1004
-  _globals['_HITSRESPONSE']._serialized_end=1051
-  _globals['_COUNTREQUEST']._serialized_start=1053
-  _globals['_COUNTREQUEST']._serialized_end=1125
-  _globals['_COUNTRESPONSE']._serialized_start=1127
-  _globals['_COUNTRESPONSE']._serialized_end=1157
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=1159
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=1183
-  _globals['_COLLECTIONSUMMARY']._serialized_start=1185
-  _globals['_COLLECTIONSUMMARY']._serialized_end=1264
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=1266
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=1340
-  _globals['_ACK']._serialized_start=1342
-  _globals['_ACK']._serialized_end=1347
-  _globals['_OPTIMIZEREQUEST']._serialized_start=1349
-  _globals['_OPTIMIZEREQUEST']._serialized_end=1386
-  _globals['_OPTIMIZERESPONSE']._serialized_start=1388
-  _globals['_OPTIMIZERESPONSE']._serialized_end=1440
-  _globals['_VECTORSTORE']._serialized_start=1547
-  _globals['_VECTORSTORE']._serialized_end=2049
+  _globals['_STOREPOINT']._serialized_start=117
+  _globals['_STOREPOINT']._serialized_end=265
+  _globals['_STOREFILTER']._serialized_start=268
+  _globals['_STOREFILTER']._serialized_end=430
+  _globals['_STOREFILTER_METADATAENTRY']._serialized_start=383
+  _globals['_STOREFILTER_METADATAENTRY']._serialized_end=430
+  _globals['_STOREHIT']._serialized_start=432
+  _globals['_STOREHIT']._serialized_end=533
+  _globals['_ENSURECOLLECTIONREQUEST']._serialized_start=535
+  _globals['_ENSURECOLLECTIONREQUEST']._serialized_end=610
+  _globals['_UPSERTREQUEST']._serialized_start=612
+  _globals['_UPSERTREQUEST']._serialized_end=684
+  _globals['_DELETEREQUEST']._serialized_start=686
+  _globals['_DELETEREQUEST']._serialized_end=766
+  _globals['_DOCCHUNKSREQUEST']._serialized_start=768
+  _globals['_DOCCHUNKSREQUEST']._serialized_end=860
+  _globals['_QUERYREQUEST']._serialized_start=863
+  _globals['_QUERYREQUEST']._serialized_end=1091
+  _globals['_HITSRESPONSE']._serialized_start=1093
+  _globals['_HITSRESPONSE']._serialized_end=1140
+  _globals['_COUNTREQUEST']._serialized_start=1142
+  _globals['_COUNTREQUEST']._serialized_end=1214
+  _globals['_COUNTRESPONSE']._serialized_start=1216
+  _globals['_COUNTRESPONSE']._serialized_end=1246
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=1248
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=1272
+  _globals['_COLLECTIONSUMMARY']._serialized_start=1274
+  _globals['_COLLECTIONSUMMARY']._serialized_end=1353
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=1355
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=1429
+  _globals['_ACK']._serialized_start=1431
+  _globals['_ACK']._serialized_end=1436
+  _globals['_OPTIMIZEREQUEST']._serialized_start=1438
+  _globals['_OPTIMIZEREQUEST']._serialized_end=1475
+  _globals['_OPTIMIZERESPONSE']._serialized_start=1477
+  _globals['_OPTIMIZERESPONSE']._serialized_end=1529
+  _globals['_VECTORSTORE']._serialized_start=1636
+  _globals['_VECTORSTORE']._serialized_end=2138
 # @@protoc_insertion_point(module_scope)

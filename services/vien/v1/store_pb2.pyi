@@ -26,16 +26,18 @@ class StoreSparseVector(_message.Message):
     def __init__(self, indices: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StorePoint(_message.Message):
-    __slots__ = ("id", "vector", "payload", "sparse")
+    __slots__ = ("id", "vector", "payload", "sparse", "payload_json")
     ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SPARSE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: bytes
     payload: _struct_pb2.Struct
     sparse: StoreSparseVector
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[bytes] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., sparse: _Optional[_Union[StoreSparseVector, _Mapping]] = ...) -> None: ...
+    payload_json: bytes
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[bytes] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., sparse: _Optional[_Union[StoreSparseVector, _Mapping]] = ..., payload_json: _Optional[bytes] = ...) -> None: ...
 
 class StoreFilter(_message.Message):
     __slots__ = ("tenant", "lang", "metadata", "doc_id")
@@ -57,14 +59,16 @@ class StoreFilter(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., lang: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., doc_id: _Optional[str] = ...) -> None: ...
 
 class StoreHit(_message.Message):
-    __slots__ = ("id", "score", "payload")
+    __slots__ = ("id", "score", "payload", "payload_json")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     payload: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    payload_json: bytes
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., payload_json: _Optional[bytes] = ...) -> None: ...
 
 class EnsureCollectionRequest(_message.Message):
     __slots__ = ("collection", "dims", "sparse")
@@ -97,17 +101,19 @@ class DeleteRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ..., doc_id: _Optional[str] = ...) -> None: ...
 
 class DocChunksRequest(_message.Message):
-    __slots__ = ("collection", "tenant", "doc_id")
+    __slots__ = ("collection", "tenant", "doc_id", "payload_json")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
     collection: str
     tenant: str
     doc_id: str
-    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., doc_id: _Optional[str] = ...) -> None: ...
+    payload_json: bool
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., doc_id: _Optional[str] = ..., payload_json: _Optional[bool] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("collection", "mode", "vector", "sparse", "top_k", "filter", "prefetch_k")
+    __slots__ = ("collection", "mode", "vector", "sparse", "top_k", "filter", "prefetch_k", "payload_json")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +121,7 @@ class QueryRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_K_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
     collection: str
     mode: StoreQueryMode
     vector: bytes
@@ -122,7 +129,8 @@ class QueryRequest(_message.Message):
     top_k: int
     filter: StoreFilter
     prefetch_k: int
-    def __init__(self, collection: _Optional[str] = ..., mode: _Optional[_Union[StoreQueryMode, str]] = ..., vector: _Optional[bytes] = ..., sparse: _Optional[_Union[StoreSparseVector, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[StoreFilter, _Mapping]] = ..., prefetch_k: _Optional[int] = ...) -> None: ...
+    payload_json: bool
+    def __init__(self, collection: _Optional[str] = ..., mode: _Optional[_Union[StoreQueryMode, str]] = ..., vector: _Optional[bytes] = ..., sparse: _Optional[_Union[StoreSparseVector, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[StoreFilter, _Mapping]] = ..., prefetch_k: _Optional[int] = ..., payload_json: _Optional[bool] = ...) -> None: ...
 
 class HitsResponse(_message.Message):
     __slots__ = ("hits",)

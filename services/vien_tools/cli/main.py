@@ -271,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--kafka", default=kafka_default)
     st.set_defaults(fn=_cmd_stats)
 
-    op = sub.add_parser("optimize", help="build the vector index after a bulk load (Qdrant Edge has no "
-                        "background optimizer; the store answers nothing else meanwhile)")
+    op = sub.add_parser("optimize", help="build the vector index now (Qdrant Edge also builds it by itself past "
+                        "VIEN_INDEX_THRESHOLD unindexed points; searches and writes go on meanwhile)")
     op.add_argument("--collection", default="", help="default: every collection")
     op.add_argument("--store", default=mesh_address("store", "VIEN_STORE_ADDR", "127.0.0.1:50054"))
     op.set_defaults(fn=_cmd_optimize)
@@ -288,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--docs", type=int, default=None, help="ingest: documents (default 1000)")
     b.add_argument("--doc-backend", choices=["onnx", "vllm"], default="onnx",
                    help="ingest: the document side (vllm: `vien up --doc-backend vllm`, raw = vLLM alone)")
+    b.add_argument("--points", type=int, default=None, help="search/store: points in the collection (100000)")
+    b.add_argument("--data", choices=["realistic", "random"], default=None,
+                   help="search/store: vectors derived from real e5 embeddings (default) or random (worst case)")
     b.set_defaults(fn=_cmd_bench)
     return p
 

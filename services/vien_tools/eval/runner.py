@@ -26,7 +26,8 @@ from typing import Any
 from vien.embedding.cache import QueryCache
 from vien.runtime.config import Settings
 from vien.store.base import VectorStore
-from vien.store.factory import open_store
+from vien.store.edge import EdgeStore
+from vien.store.indexing import IndexSettings
 from vien.text.accent_stats import AccentRestorer, MemoryAccentStats
 from vien.text.accents import syllable_accuracy
 from vien.text.langid import detect
@@ -173,7 +174,8 @@ class EvalRun:
                 if not ok:
                     raise EvalError(f"doc-embedder not ready: {reason}")
                 await qemb.start()
-                store = await asyncio.to_thread(open_store, f"edge:{tmp}")
+                # exact search, never an index built mid-run: quality figures must not depend on HNSW recall
+                store = await asyncio.to_thread(EdgeStore, tmp, index=IndexSettings(threshold=0))
                 try:
                     self.timings["start"] = time.perf_counter() - t0
                     encoder = CachingDocEncoder(docs, self.cfgs.docs, cache, self.cfgs.dims)
