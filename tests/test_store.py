@@ -569,3 +569,25 @@ def test_wire_payloads_travel_as_json_and_bad_json_is_refused() -> None:
         with pytest.raises(InvalidArgument) as exc:
             wire.point_from_pb(store_pb2.StorePoint(id=p.id, vector=msg.vector, payload_json=bad), "points[2]")
         assert exc.value.field == "points[2].payload_json" and problem in exc.value.message
+
+
+def test_the_store_service_drops_a_collection_like_the_engine(tmp_path: Path) -> None:
+    """RemoteStore (what search and ingest use under `vien up`) implements the whole interface."""
+    from conftest import serve_process
+
+    from vien.store.remote import RemoteStore
+    from vien_tools.cli.processes import free_port
+
+    port = free_port()
+    proc = serve_process("store", port, {"VIEN_STORE_BACKEND": f"edge:{tmp_path / 'edge'}", "VIEN_TRACING": "0"})
+    remote = RemoteStore(f"127.0.0.1:{port}", timeout_s=30)
+    try:
+        remote.ensure_collection("gone", 8, sparse=False)
+        assert remote.collections() == {"gone": 8}
+        assert remote.drop_collection("gone") is True
+        assert remote.drop_collection("gone") is False
+        assert remote.collections() == {}
+    finally:
+        remote.close()
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -37,6 +37,10 @@ class StoreServicer:
         await asyncio.to_thread(self.store.ensure_collection, r.collection, r.dims, r.sparse)
         return store_pb2.Ack()
 
+    async def DropCollection(self, r: store_pb2.DropCollectionRequest, c: Ctx) -> store_pb2.DropCollectionResponse:
+        dropped = await asyncio.to_thread(self.store.drop_collection, r.collection)
+        return store_pb2.DropCollectionResponse(dropped=dropped)
+
     async def Upsert(self, r: store_pb2.UpsertRequest, c: Ctx) -> store_pb2.Ack:
         points = [wire.point_from_pb(p, f"points[{i}]") for i, p in enumerate(r.points)]
         annotate({"vien.collection": r.collection, "vien.points": len(points)})

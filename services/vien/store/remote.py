@@ -54,7 +54,8 @@ class RemoteStore:
         self._call("EnsureCollection", store_pb2.EnsureCollectionRequest(collection=name, dims=dims, sparse=sparse))
 
     def drop_collection(self, name: str) -> bool:
-        raise NotImplementedError("drop_collection is not exposed by the store service")
+        resp = self._call("DropCollection", store_pb2.DropCollectionRequest(collection=name))
+        return bool(resp.dropped)
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
         self._call("Upsert", store_pb2.UpsertRequest(collection=collection,

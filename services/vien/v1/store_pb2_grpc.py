@@ -69,6 +69,11 @@ class VectorStoreStub:
                 request_serializer=vien_dot_v1_dot_store__pb2.ListCollectionsRequest.SerializeToString,
                 response_deserializer=vien_dot_v1_dot_store__pb2.ListCollectionsResponse.FromString,
                 _registered_method=True)
+        self.DropCollection = channel.unary_unary(
+                '/vien.v1.VectorStore/DropCollection',
+                request_serializer=vien_dot_v1_dot_store__pb2.DropCollectionRequest.SerializeToString,
+                response_deserializer=vien_dot_v1_dot_store__pb2.DropCollectionResponse.FromString,
+                _registered_method=True)
         self.Optimize = channel.unary_unary(
                 '/vien.v1.VectorStore/Optimize',
                 request_serializer=vien_dot_v1_dot_store__pb2.OptimizeRequest.SerializeToString,
@@ -121,6 +126,12 @@ class VectorStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DropCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Optimize(self, request, context):
         """Build the HNSW index and merge segments now (Qdrant Edge has no background optimizer). The store
         answers nothing else while it runs: a maintenance step after a bulk load (`vien optimize`).
@@ -166,6 +177,11 @@ def add_VectorStoreServicer_to_server(servicer, server):
                     servicer.ListCollections,
                     request_deserializer=vien_dot_v1_dot_store__pb2.ListCollectionsRequest.FromString,
                     response_serializer=vien_dot_v1_dot_store__pb2.ListCollectionsResponse.SerializeToString,
+            ),
+            'DropCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropCollection,
+                    request_deserializer=vien_dot_v1_dot_store__pb2.DropCollectionRequest.FromString,
+                    response_serializer=vien_dot_v1_dot_store__pb2.DropCollectionResponse.SerializeToString,
             ),
             'Optimize': grpc.unary_unary_rpc_method_handler(
                     servicer.Optimize,
@@ -362,6 +378,33 @@ class VectorStore:
             '/vien.v1.VectorStore/ListCollections',
             vien_dot_v1_dot_store__pb2.ListCollectionsRequest.SerializeToString,
             vien_dot_v1_dot_store__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vien.v1.VectorStore/DropCollection',
+            vien_dot_v1_dot_store__pb2.DropCollectionRequest.SerializeToString,
+            vien_dot_v1_dot_store__pb2.DropCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,
