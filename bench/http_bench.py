@@ -31,18 +31,13 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from query_bench import SHORT_QUERIES
+
 from vien.runtime import env
 from vien.runtime.config import Settings
 from vien.v1 import common_pb2, router_pb2, router_pb2_grpc
 from vien_tools.build.setup import ensure_builtin_models
 
-SHORT_QUERIES = [
-    "giá vàng hôm nay", "cách làm hộ chiếu online", "thời tiết Đà Lạt tuần này", "luật giao thông mới nhất",
-    "mua điện thoại cũ ở đâu", "học tiếng Anh giao tiếp", "best pho in hanoi", "how to renew a passport",
-    "cheap flights to saigon", "lai suat vay mua nha", "benh vien nhi trung uong", "visa requirements vietnam",
-    "triệu chứng sốt xuất huyết", "python list comprehension", "cong thuc banh flan", "tax refund deadline",
-    "tuyển dụng kế toán Hà Nội", "điểm chuẩn đại học 2025", "weather in da nang", "sửa máy lạnh tại nhà",
-]
 MODEL = "text-embedding-3-small"
 
 
