@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from vien.v1 import search_pb2, search_pb2_grpc
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_ingest.dlq import REASON
+from vien_tools.cli.processes import grpc_serving
 
 SAMPLES = Path(__file__).resolve().parents[1] / "services" / "vien" / "samples" / "documents.jsonl"
 
@@ -227,10 +228,11 @@ def wrong_documents(store, coll: str, tenant: str, expected: dict[str, dict | No
     return wrong
 
 
-def _ingest_pid(mesh) -> int:
+def _ingest_pid(mesh) -> int | None:
+    """The running ingest worker's pid; None while the supervisor has not restarted it yet."""
     out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
                          text=True).stdout
-    return next(int(line.split()[0]) for line in out.splitlines() if "serve ingest " in line)
+    return next((int(line.split()[0]) for line in out.splitlines() if "serve ingest " in line), None)
 
 
 @pytest.mark.slow
@@ -257,8 +259,14 @@ def test_kill_9_of_the_ingest_worker_at_random_points_loses_and_duplicates_nothi
     for th in thresholds:  # kill at a random progress point, plus a random delay into the next batch
         wait_for(lambda t=th: store.count(coll, SearchFilter(tenant=tenant)) >= t, timeout=240,
                  what=f"ingest progress to {th} points")
+        # a worker to kill: the one restarted after the previous kill may still be starting (two thresholds can
+        # fall within one batch, faster since ingest overlaps batches)
+        wait_for(lambda: _ingest_pid(mesh) is not None and grpc_serving(mesh.addrs["ingest"]), timeout=120,
+                 what="the restarted ingest worker")
         time.sleep(rng.uniform(0.0, 1.5))
-        os.kill(_ingest_pid(mesh), signal.SIGKILL)
+        pid = _ingest_pid(mesh)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
         kills.append(round(time.monotonic() - t0, 1))
         time.sleep(1.0)  # the supervisor sees it exit and restarts it with back-off
     wait_for(lambda: drained(mesh) and store.count(coll, SearchFilter(tenant=tenant)) == len(live),
