@@ -2,17 +2,8 @@
 
 `IndexSettings` is what the embedded store builds on its own and what a Qdrant server gets at collection
 creation (`QdrantStore.ensure_collection`), so production runs with the settings the bench measured
-(bench/RESULTS.md, "Search at scale"). Environment (read by `IndexSettings.from_env`):
-
-| variable | default | meaning |
-|---|---|---|
-| `VIEN_INDEX_THRESHOLD` | 20000 | Edge: build the index once this many points are not indexed (0 = never by itself) |
-| `VIEN_HNSW_M` | 16 | HNSW edges per node of the global graph |
-| `VIEN_HNSW_PAYLOAD_M` | 16 | edges per node of the per-tenant graphs (tenant-aware index) |
-| `VIEN_HNSW_EF_CONSTRUCT` | 100 | build-time beam |
-| `VIEN_HNSW_EF` | 128 | search-time beam |
-| `VIEN_QUANTIZATION` | `int8` | `int8` (scalar, in RAM, rescored with the full vectors) or `none` |
-| `VIEN_INDEX_THREADS` | 1 | threads of the Edge build (it runs beside the searches) |
+(bench/RESULTS.md, "Search at scale"). Its environment (`VIEN_INDEX_THRESHOLD`, `VIEN_HNSW_*`,
+`VIEN_QUANTIZATION`, `VIEN_INDEX_THREADS`) is declared, with defaults and ranges, in vien.runtime.env.
 
 Why a child process on Edge: qdrant-edge-py 0.9.0 holds the GIL for the whole of `EdgeShard.optimize()`,
 so an in-process build would stop every search of the store service for minutes. The build therefore
