@@ -24,6 +24,23 @@ from vien_tools.build.setup import ensure_builtin_models
 from vien_tools.cli.supervisor import free_port, grpc_serving, redis_ready
 
 
+def child_processes(parent: int) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every live direct child of `parent`, read from /proc.
+
+    Not `ps`: its argument column is cut at $COLUMNS (80 on some CI runners), which hid `--port N`.
+    """
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError, IndexError):
+            continue  # it ended while we read it
+        if ppid == parent:
+            found.append((int(stat.parent.name), [a for a in argv if a]))
+    return found
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     settings = Settings.from_env()

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from conftest import child_processes
 
 from vien.v1 import search_pb2, search_pb2_grpc
 from vien.v1.documents_pb2 import DocumentEvent
@@ -230,9 +231,8 @@ def wrong_documents(store, coll: str, tenant: str, expected: dict[str, dict | No
 
 def _ingest_pid(mesh) -> int | None:
     """The running ingest worker's pid; None while the supervisor has not restarted it yet."""
-    out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
-                         text=True).stdout
-    return next((int(line.split()[0]) for line in out.splitlines() if "serve ingest " in line), None)
+    return next((pid for pid, argv in child_processes(mesh.proc.pid) if "serve ingest " in " ".join(argv)),
+                None)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from conftest import serve_process
+from conftest import child_processes, serve_process
 from test_ingest_processor import LocalDocEncoder
 
 from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, LocalBroker, ensure_topics
@@ -237,9 +237,7 @@ def test_broker_restart_worker_reconnects_and_goes_on(settings, tmp_path):
 
 
 def _child_pid(mesh, marker: str) -> int:
-    out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
-                         text=True).stdout
-    return next(int(line.split()[0]) for line in out.splitlines() if marker in line)
+    return next(pid for pid, argv in child_processes(mesh.proc.pid) if marker in " ".join(argv) + " ")
 
 
 def test_redis_killed_and_restarted_during_query_load(mesh):

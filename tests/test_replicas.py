@@ -14,13 +14,13 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import Mesh, serve_process, start_mesh, stop_mesh
+from conftest import Mesh, child_processes, serve_process, start_mesh, stop_mesh
 from test_documents_e2e import mixed_stream, vien, wait_for, wrong_documents
 from test_faults import committed_total
 from test_observability import scrape, value
@@ -44,12 +44,11 @@ def replicated(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     stop_mesh(m)
 
 
-def _pid_on_port(mesh: Mesh, address: str) -> int:
-    """The mesh's child process serving `address` (by its --port argument)."""
-    out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
-                         text=True).stdout
+def _pid_on_port(mesh: Mesh, address: str) -> int | None:
+    """The mesh's child process serving `address` (by its --port argument), or None while there is none."""
     port = address.rsplit(":", 1)[1]
-    return next(int(line.split()[0]) for line in out.splitlines() if f"--port {port} " in line + " ")
+    return next((pid for pid, argv in child_processes(mesh.proc.pid)
+                 if ("--port", port) in pairwise(argv)), None)
 
 
 def _encodes(metrics: str) -> float:
@@ -99,12 +98,13 @@ def test_two_query_embedders_share_the_load_and_one_killed_loses_no_request(repl
                 share = [_encodes(m) - b for m, b in zip(metrics, before, strict=True)]
 
                 victim = _pid_on_port(mesh, addrs[1])
+                assert victim is not None, f"no child of vien up serves {addrs[1]}"
                 os.kill(victim, signal.SIGKILL)                   # under load
                 survivor0, ok0 = _encodes(metrics[0]), seen["ok"]
                 await asyncio.sleep(1.0)
                 down = {"ok": seen["ok"] - ok0, "survivor": _encodes(metrics[0]) - survivor0}
                 # `vien up` restarts it (back-off 0.5 s) and, once it is SERVING, the router sends it requests
-                await asyncio.to_thread(wait_for, lambda: _pid_on_port(mesh, addrs[1]) != victim
+                await asyncio.to_thread(wait_for, lambda: _pid_on_port(mesh, addrs[1]) not in (None, victim)
                                         and grpc_serving(addrs[1]), 120, "the killed query-embedder back")
                 await asyncio.to_thread(wait_for, lambda: _encodes(metrics[1]) >= 20, 30,
                                         "traffic on the restarted query-embedder")

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import start_mesh, stop_mesh
+from conftest import child_processes, start_mesh, stop_mesh
 
 from vien_tools.cli.supervisor import free_port, grpc_serving
 
@@ -19,10 +19,9 @@ ALL_SERVICES = ("router", "query-embedder", "doc-embedder", "store", "search", "
 
 def _children(pid: int) -> dict[str, int]:
     """service name -> pid of the direct children of `vien up`."""
-    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid=,args="], capture_output=True, text=True).stdout
     found = {}
-    for line in out.splitlines():
-        cpid, args = line.strip().split(" ", 1)
+    for cpid, argv in child_processes(pid):
+        args = " ".join(argv) + " "
         for name in ALL_SERVICES:
             if f"serve {name} " in args:
                 found[name] = int(cpid)

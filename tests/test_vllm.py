@@ -30,6 +30,7 @@ import grpc
 import numpy as np
 import pytest
 import yaml
+from conftest import child_processes
 from test_documents_e2e import SAMPLES, drained, mixed_stream, search, stats, vien, wait_for, wrong_documents
 from vllm_fixtures import QWEN3_DIMS, QWEN3_KEY, QWEN3_NAME, VllmStack
 
@@ -208,10 +209,8 @@ def test_documents_published_to_kafka_are_embedded_by_vllm_and_searchable(vllm_s
 
 
 def _vllm_pid(mesh: Any) -> int | None:
-    out = subprocess.run(["ps", "--ppid", str(mesh.proc.pid), "-o", "pid=,args="], capture_output=True,
-                         text=True).stdout
     # the supervisor's direct child running vLLM (its title may be "VLLM::..." once it runs)
-    return next((int(line.split()[0]) for line in out.splitlines() if "vllm" in line.lower()), None)
+    return next((pid for pid, argv in child_processes(mesh.proc.pid) if "vllm" in " ".join(argv).lower()), None)
 
 
 def test_kill_9_of_vllm_during_ingest_loses_and_duplicates_nothing(vllm_stack: VllmStack, tmp_path):
