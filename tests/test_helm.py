@@ -778,6 +778,21 @@ def test_onnx_threads_come_from_the_cpu_request(variant):
     assert env_of(c)["VIEN_ORT_THREADS"]["value"] == "2"   # models.defaultThreads
 
 
+@pytest.mark.parametrize("variant", VARIANTS3)
+def test_query_embedder_threads_spin_briefly_only_on_the_cores_it_requested(variant):
+    """Dedicated cores (a CPU request = its threads): bounded spinning on the query path; the doc-embedder
+    (throughput, large batches) never spins, and nothing spins on cores it did not ask for."""
+    deps = vien_deployments(_objs(variant))
+    q = env_of(pod_spec(deps["query-embedder"])["containers"][0])
+    assert q["VIEN_ORT_SPIN"]["value"] == "1" and q["VIEN_ORT_SPIN_US"]["value"] == "100"
+    assert "VIEN_ORT_SPIN" not in env_of(pod_spec(deps["doc-embedder"])["containers"][0])
+    no_request = {"services": {"queryEmbedder": {"resources": {"requests": {"cpu": None, "memory": "1Gi"}}}}}
+    c = pod_spec(vien_deployments(render_objects(no_request))["query-embedder"])["containers"][0]
+    assert "VIEN_ORT_SPIN" not in env_of(c)
+    off = pod_spec(vien_deployments(render_objects({"models": {"querySpinMicroseconds": 0}}))["query-embedder"])
+    assert "VIEN_ORT_SPIN" not in env_of(off["containers"][0])
+
+
 def test_onnx_threads_env_is_capped_at_the_cores_and_checked(monkeypatch):
     from vien.models.onnx_encoder import default_threads, physical_cores
 

@@ -278,6 +278,13 @@ router queryEmbedder docEmbedder search
     resourceFieldRef:
       resource: requests.cpu
       divisor: "1"
+{{- /* its threads = the cores it requested: idle threads may spin briefly instead of sleeping (latency) */}}
+{{- if and (eq .key "queryEmbedder") $root.Values.models.querySpinMicroseconds }}
+- name: VIEN_ORT_SPIN
+  value: "1"
+- name: VIEN_ORT_SPIN_US
+  value: {{ $root.Values.models.querySpinMicroseconds | quote }}
+{{- end }}
 {{- else }}
 - name: VIEN_ORT_THREADS
   value: {{ $root.Values.models.defaultThreads | quote }}

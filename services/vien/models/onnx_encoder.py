@@ -27,6 +27,11 @@ from vien.runtime import env
 
 META_FILE = "vien_model.json"
 VARIANTS = ("fp32", "int8", "fp16")
+# Variants whose graphs quantize activations dynamically: one scale per tensor, computed over the whole batch
+# (padding included), so a text's vector would move with its batch neighbours. These run one text at a
+# time, unpadded: the vector of a text is then a function of the text alone (cache-stable), and on this
+# CPU one-at-a-time int8 costs per text what fp32 costs in a batch of 32 (bench/RESULTS.md).
+PER_TEXT_VARIANTS = frozenset({"int8"})
 # candidate file names per variant for plain (non-vien) directories
 _PLAIN_FILES = {
     "fp32": ("model.onnx", "onnx/model.onnx"),
@@ -153,6 +158,7 @@ class OnnxEncoder:
         self._pooled_in_graph = pooled_in_graph
         self._extra_inputs = extra_inputs        # input name -> "zeros" (e.g. token_type_ids)
         self.provider = "CPUExecutionProvider"   # the onnxruntime execution provider that runs it
+        self.per_text = variant in PER_TEXT_VARIANTS  # see PER_TEXT_VARIANTS
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -206,10 +212,13 @@ class OnnxEncoder:
         so.intra_op_num_threads = int(intra_op_threads) if intra_op_threads else default_threads()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        # No busy-waiting between ops: in a mesh the router, gRPC threads and Redis share these cores,
-        # and spinning intra-op threads would steal the CPU they need (VIEN_ORT_SPIN=1 turns it back on).
+        # No busy-waiting between ops by default: on a laptop the router, gRPC threads and Redis share these
+        # cores, and spinning intra-op threads steal the CPU they need. With cores of its own (the Helm
+        # chart's query-embedder) spinning saves the thread wake-ups: VIEN_ORT_SPIN=1 (bench/RESULTS.md).
         spin = "1" if env.get("VIEN_ORT_SPIN") else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        if spin == "1" and env.get("VIEN_ORT_SPIN_US"):
+            so.add_session_config_entry("session.intra_op.spin_duration_us", str(env.get("VIEN_ORT_SPIN_US")))
         setting = provider_setting(provider)
         wanted, why = providers_for(setting, list(ort.get_available_providers()))
         try:
@@ -283,10 +292,17 @@ class OnnxEncoder:
 
     # ------------------------------------------------------------------ embedding
     def embed_ids(self, batch: list[list[int]]) -> np.ndarray:
-        """Embeddings float32 [n, dims] for token-id lists (right-padded to the longest in the batch)."""
+        """Embeddings float32 [n, dims] for token-id lists (right-padded to the longest in the batch;
+        one at a time for a PER_TEXT_VARIANTS graph)."""
         n = len(batch)
         if n == 0:
             return np.zeros((0, self.dims), np.float32)
+        if self.per_text and n > 1:
+            return np.concatenate([self._run([ids]) for ids in batch])
+        return self._run(batch)
+
+    def _run(self, batch: list[list[int]]) -> np.ndarray:
+        n = len(batch)
         lengths = [len(ids) for ids in batch]
         longest = max(lengths)
         if min(lengths) == 0:

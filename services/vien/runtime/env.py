@@ -166,7 +166,11 @@ VARS: dict[str, Var] = {v.name: v for v in (
         "onnxruntime-gpu and a GPU are there, else CPU (one log line says which runs)",
         choices=("cpu", "cuda", "auto")),
     Var("VIEN_ORT_SPIN", "bool", False, "onnxruntime intra-op threads spin while waiting (lower latency, "
-        "busier cores)", default_doc="0"),
+        "busier cores): for cores the encoder has to itself (the Helm chart turns it on for the query-embedder)",
+        default_doc="0"),
+    Var("VIEN_ORT_SPIN_US", "int", 100, "with VIEN_ORT_SPIN, how long an idle intra-op thread spins before it "
+        "sleeps, in microseconds (bounded: unbounded spinning starved the mesh under load); 0 = onnxruntime's "
+        "own default", lo=0, hi=1_000_000),
     Var("VIEN_VLLM_PYTHON", "path", None, "the Python of vLLM's CPU build (`vien up --doc-backend vllm`, tests, "
         "pod harness)", default_doc="`<repo>/.venv-vllm/bin/python`"),
     Var("VIEN_PODS_CACHE", "path", Path.home() / ".cache" / "vien" / "pods", "models the pod harness "

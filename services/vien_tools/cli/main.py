@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
     b.add_argument("--threads", type=int, default=None,
                    help="replicas bench: ONNX intra-op threads per replica (default: the profiles file's)")
+    b.add_argument("--ort-spin", default="",
+                   help="query: onnxruntime spin settings to compare, each with its own mesh, comma-separated: "
+                        "off, on, on:US (spin at most US microseconds); default: the environment's")
     b.add_argument("--inputs", type=int, default=2048, help="batch: inputs in the one HTTP request")
     b.add_argument("--docs", type=int, default=None, help="ingest: documents (default 1000)")
     b.add_argument("--doc-backend", choices=["onnx", "vllm"], default="onnx",
