@@ -118,3 +118,55 @@ def test_strict_mode_names_the_callers_index_even_after_cache_hits(settings, red
             await qe.close()
 
     asyncio.run(scenario())
+
+
+def test_a_lone_short_query_runs_on_the_loop_thread_and_concurrent_ones_are_still_batched(settings):
+    """The hand-off to the inference thread is skipped only for a short query with nothing else in progress;
+    long queries and concurrent ones go through the batcher's thread (and get batched). Same vectors either
+    way."""
+    import threading
+
+    threads: list[str] = []
+
+    def recording_loader(cfg, s):
+        from vien.embedding.encoders import load_onnx_encoder
+
+        enc = load_onnx_encoder(cfg, s)
+        embed_ids = enc.embed_ids
+
+        def recorded(batch):
+            threads.append(threading.current_thread().name)
+            return embed_ids(batch)
+
+        enc.embed_ids = recorded
+        return enc
+
+    async def scenario() -> None:
+        s = dataclasses.replace(settings, query_inline_tokens=32)
+        qe = QueryEmbedder(s, s.config, QueryCache(None), loader=recording_loader)
+        await qe.start()
+        loop_thread = threading.current_thread().name
+        try:
+            threads.clear()
+            lone = (await qe.encode([QUERIES[0]], "e5-small")).items[0].vector
+            assert threads == [loop_thread]
+            threads.clear()
+            await qe.encode([" ".join(QUERIES)], "e5-small")                # over 32 tokens: handed off
+            assert threads and loop_thread not in threads
+            threads.clear()
+            together = await asyncio.gather(*(qe.encode([q], "e5-small") for q in QUERIES))
+            assert loop_thread not in threads and len(threads) < len(QUERIES), threads
+            assert float(lone @ together[0].items[0].vector) > 0.999
+            off = dataclasses.replace(settings, query_inline_tokens=0)
+            qe_off = QueryEmbedder(off, off.config, QueryCache(None), loader=recording_loader)
+            await qe_off.start()
+            try:
+                threads.clear()
+                await qe_off.encode([QUERIES[0]], "e5-small")
+                assert threads and loop_thread not in threads
+            finally:
+                await qe_off.close()
+        finally:
+            await qe.close()
+
+    asyncio.run(scenario())

@@ -33,6 +33,7 @@ class QueryEmbedder:
         self.encoders: dict[str, TextEncoder] = {}
         self.batchers: dict[str, Batcher] = {}
         self._writes: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # encode() calls in progress
 
     async def start(self) -> None:
         names = sorted({p.query_encoder for p in self.config.profiles.values()})
@@ -47,7 +48,8 @@ class QueryEmbedder:
             self.encoders[name] = enc
             b = Batcher(enc, max_batch_texts=self.settings.query_max_batch,
                         max_queue=self.settings.query_max_queue, name=f"q-{name}", service="query-embedder",
-                        max_wait_s=self.settings.query_max_wait_ms / 1e3)
+                        max_wait_s=self.settings.query_max_wait_ms / 1e3,
+                        inline_tokens=self.settings.query_inline_tokens)
             b.start()
             self.batchers[name] = b
         for pname, p in self.config.profiles.items():
@@ -76,6 +78,22 @@ class QueryEmbedder:
                      bypass_cache: bool = False, timeout: float | None = None) -> EncodeResult:
         """`timeout`: seconds the caller still waits (its gRPC deadline); texts still queued when it
         passes are dropped from the batcher (DeadlineExceeded) instead of computed for nobody."""
+        self._in_flight += 1
+        try:
+            return await self._encode(texts, profile, dimensions, strict, bypass_cache, timeout)
+        finally:
+            self._in_flight -= 1
+
+    async def _alone(self) -> bool:
+        """No other request in progress here, after one loop turn that lets requests which arrived
+        together (while the loop computed inline) come in: only then may a short query run inline."""
+        if not self.settings.query_inline_tokens:
+            return False
+        await asyncio.sleep(0)
+        return self._in_flight == 1
+
+    async def _encode(self, texts: list[str], profile: str, dimensions: int, strict: bool,
+                      bypass_cache: bool, timeout: float | None) -> EncodeResult:
         t_start = time.perf_counter()
         if not profile:
             raise InvalidArgument("profile", "is required")
@@ -106,7 +124,8 @@ class QueryEmbedder:
             if timeout is not None:
                 timeout -= time.perf_counter() - t_start
             try:
-                vectors = await batcher.embed([p.ids for p in prepared], timeout=timeout)
+                vectors = await batcher.embed([p.ids for p in prepared], timeout=timeout,
+                                              alone=len(prepared) == 1 and await self._alone())
             except DeadlineExceeded:
                 DEADLINE_DROPPED.labels("query-embedder").inc(len(prepared))
                 raise

@@ -366,6 +366,8 @@ class Settings:
     # that would wait longer than this behind the texts already queued gets RESOURCE_EXHAUSTED at once,
     # which keeps admitted requests' latency near the unloaded one under overload.
     query_max_wait_ms: int = 0
+    # A lone short query reaching an idle embedder runs on the event loop thread (vien.embedding.batcher)
+    query_inline_tokens: int = 32
     # gRPC's own cap on RPCs in progress per server (0 = none): beyond it gRPC core answers
     # RESOURCE_EXHAUSTED before any Python runs, the last line of defence when even refusing in Python
     # costs too much (such answers carry no retry-after-ms)
@@ -421,6 +423,7 @@ _SETTINGS_ENV = {
     "dlq_topic": "VIEN_DLQ_TOPIC", "ingest_group": "VIEN_INGEST_GROUP", "redis_url": "VIEN_REDIS_URL",
     "max_message_bytes": "VIEN_MAX_MESSAGE_BYTES", "query_max_batch": "VIEN_QUERY_MAX_BATCH",
     "query_max_queue": "VIEN_QUERY_MAX_QUEUE", "query_max_wait_ms": "VIEN_QUERY_MAX_WAIT_MS",
+    "query_inline_tokens": "VIEN_QUERY_INLINE_TOKENS",
     "max_concurrent_rpcs": "VIEN_MAX_CONCURRENT_RPCS", "max_connection_age_s": "VIEN_MAX_CONNECTION_AGE_S",
     "max_connection_age_grace_s": "VIEN_MAX_CONNECTION_AGE_GRACE_S", "http_timeout_s": "VIEN_HTTP_TIMEOUT_S",
     "log_level": "VIEN_LOG_LEVEL",

@@ -131,6 +131,9 @@ VARS: dict[str, Var] = {v.name: v for v in (
         "RESOURCE_EXHAUSTED", lo=1, hi=1_000_000),
     Var("VIEN_QUERY_MAX_WAIT_MS", "int", 0, "refuse (RESOURCE_EXHAUSTED + retry-after-ms) when the expected "
         "queueing delay is longer; 0 = off (docs/reliability.md)", lo=0, hi=60_000),
+    Var("VIEN_QUERY_INLINE_TOKENS", "int", 32, "a lone query of at most this many tokens reaching an idle query "
+        "embedder runs on its event loop thread, skipping the hand-off to the inference thread (~0.5 ms); "
+        "0 = always hand off", lo=0, hi=512),
     Var("VIEN_MAX_CONCURRENT_RPCS", "int", 0, "gRPC core's cap on RPCs in progress per server; 0 = off",
         lo=0, hi=1_000_000),
     Var("VIEN_MAX_CONNECTION_AGE_S", "int", 0, "servers close a client connection after this many seconds so "
