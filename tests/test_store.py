@@ -637,6 +637,17 @@ def test_the_store_service_drops_a_collection_and_selects_payloads_like_the_engi
         assert remote.drop_collection("gone") is False
         assert remote.collections() == {}
         check_payload_selection(remote)  # the new fields of Query and the Retrieve RPC, over gRPC
+        from vien.v1 import store_pb2
+
+        hybrid = store_pb2.QueryRequest(collection="sel", mode=store_pb2.STORE_QUERY_MODE_HYBRID, top_k=5,
+                                        vector=np.ones(D, "<f4").tobytes(), sparse=store_pb2.StoreSparseVector(
+                                            indices=[1], values=[1.0]), payload_fields=store_pb2.PayloadFields())
+        with pytest.raises(InvalidArgument) as exc:  # the engine's own RRF: no payload selection there
+            remote._call("Query", hybrid)
+        assert exc.value.field == "payload_fields"
+        with pytest.raises(InvalidArgument) as exc:
+            remote.retrieve("sel", [chunk_id("a", "d", i) for i in range(10_001)])
+        assert exc.value.field == "ids" and "10000" in exc.value.message
     finally:
         remote.close()
         proc.terminate()
