@@ -292,3 +292,126 @@ def test_a_restored_query_is_dense_on_the_restored_text_and_lexical_on_the_folde
     assert res.hits[0].doc_id == "err"
     off = search(Searcher(cfg, model, store), q, top_k=4, restore_accents=False)
     assert not off.restored_query  # then unaccented_dense_factor applies, as before
+
+
+class Recorder:
+    """A real store with its calls recorded (every other method passes through). `full=True` ignores the
+    searcher's payload selection, so every candidate carries its full payload as before the selection."""
+
+    def __init__(self, store, full: bool = False) -> None:
+        self.store, self.full, self.calls = store, full, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    def search(self, coll, vector, top_k, flt=None, payload_fields=None, full_head=0):
+        hits = self.store.search(coll, vector, top_k, flt, None if self.full else payload_fields, full_head)
+        self.calls.append(("search", payload_fields, full_head, hits))
+        return hits
+
+    def search_sparse(self, coll, sparse, top_k, flt=None, payload_fields=None, full_head=0):
+        hits = self.store.search_sparse(coll, sparse, top_k, flt, None if self.full else payload_fields, full_head)
+        self.calls.append(("search_sparse", payload_fields, full_head, hits))
+        return hits
+
+    def retrieve(self, coll, ids, flt=None):
+        self.calls.append(("retrieve", list(ids), flt))
+        return self.store.retrieve(coll, ids, flt)
+
+
+class OneFullHeadSearcher(Searcher):
+    """Only the best hit of each candidate list with its full payload: the final hits' payloads then come
+    from `retrieve` (the path of a final hit found further down both lists)."""
+
+    @staticmethod
+    def _full_head(top_k: int) -> int:
+        return 1
+
+
+class FullCandidateSearcher(Searcher):
+    """The hybrid path as it was: the fused hits keep the payloads their candidates came with (with a
+    `Recorder(full=True)`, full ones), no retrieve."""
+
+    async def _full_payloads(self, coll, hits, flt, known):
+        return hits
+
+
+IDENTITY_QUERIES = [("máy in báo lỗi XJ4471", "t1"), ("may in bao loi khi ket giay", "t1"), ("phố cổ", "t1"),
+                    ("Vietnamese iced coffee with condensed milk", "t1"), ("thuế thu nhập cá nhân", "t1"),
+                    ("XJ4471", "t2"), ("Vịnh Hạ Long ở miền bắc Việt Nam nổi tiếng vì điều gì?", "en-only2")]
+
+
+def check_traffic(rec: Recorder, top_k: int, head: int, cross: bool, tenant: str) -> list[str]:
+    """Candidates came with only the fields the fusion reads (full payloads for the first `head` of each
+    list), and at most one retrieve, tenant-filtered, for final hits beyond those; its ids."""
+    names = sorted(c[0] for c in rec.calls)
+    assert names in (["retrieve", "search", "search_sparse"], ["search", "search_sparse"])
+    calls = {c[0]: c[1:] for c in rec.calls}
+    (dfields, dhead, dense), (sfields, shead, sparse) = calls["search"], calls["search_sparse"]
+    assert dfields == (["lang"] if cross else []) and sfields == [] and dhead == shead == head
+    assert all(set(h.payload) <= set(dfields) for h in dense[head:])
+    assert all(set(h.payload) == set() for h in sparse[head:])
+    assert all("text" in h.payload for h in dense[:head] + sparse[:head])
+    ids_, flt = calls.get("retrieve", ([], SearchFilter(tenant=tenant)))
+    assert len(ids_) <= top_k and flt == SearchFilter(tenant=tenant)
+    assert not {h.id for h in dense[:head] + sparse[:head]} & set(ids_)  # nothing fetched twice
+    return ids_
+
+
+def assert_hybrid_identical(store, config: VienConfig, model: LocalModel) -> int:
+    """Every query × fusion setting × top_k: the selective path (candidates with `lang` / nothing but the
+    first top_k of each list, any other final payload from one retrieve) gives the same hits (ids, order,
+    scores, payloads) as full candidates; also when every final hit but the best ones needs the retrieve."""
+    base = config.profiles[PROFILE].search.model_copy(update={"mode": "hybrid"})
+    settings_ = [{}, {"fusion": "rrf"}, {"sparse_coverage": False}, {"cross_language_sparse_factor": 1.0},
+                 {"prefetch_k": 3}, {"fusion": "rrf", "prefetch_k": 2, "sparse_coverage": False}]
+    compared = retrieved = 0
+    for update in settings_:
+        cfg = with_profile(config, search=base.model_copy(update=update))
+        cross = cfg.profiles[PROFILE].search.cross_language_sparse_factor != 1.0
+        for q, tenant in IDENTITY_QUERIES:
+            for top_k in (2, 10):
+                want = search(FullCandidateSearcher(cfg, model, Recorder(store, full=True)), q, tenant=tenant,
+                              top_k=top_k)
+                assert want.hits and all(h.tenant == tenant for h in want.hits)
+                for cls, head in ((Searcher, top_k), (OneFullHeadSearcher, 1)):
+                    rec = Recorder(store)
+                    got = search(cls(cfg, model, rec), q, tenant=tenant, top_k=top_k)
+                    assert got.hits == want.hits, (update, q, top_k, head)
+                    assert (got.mode, got.query_lang, got.profile) == (want.mode, want.query_lang, want.profile)
+                    ids_ = check_traffic(rec, top_k, head, cross, tenant)
+                    retrieved += head == 1 and bool(ids_)
+                compared += 1
+    assert retrieved > compared // 2  # the retrieve path ran (and gave the same payloads) in most cases
+    return compared
+
+
+def test_hybrid_with_selected_candidate_payloads_is_identical_to_full_candidates(settings, model, indexed) -> None:
+    """Qdrant Edge in process, tenant filter on (t2 sees only its own point)."""
+    store, config = indexed
+    english = {k: v for k, v in DOCS.items() if detect(v) == "en"}
+    index(config, store, model, settings, english, tenant="en-only2")
+    assert assert_hybrid_identical(store, config, model) == 6 * len(IDENTITY_QUERIES) * 2
+
+
+def test_hybrid_through_the_store_service_is_identical_to_full_candidates(settings, model, tmp_path: Path) -> None:
+    """The same through `vien serve store` over gRPC (RemoteStore: the Query fields and the Retrieve RPC)."""
+    from conftest import serve_process
+
+    from vien.store.remote import RemoteStore
+    from vien_tools.cli.processes import free_port
+
+    port = free_port()
+    proc = serve_process("store", port, {"VIEN_STORE_BACKEND": f"edge:{tmp_path / 'edge'}", "VIEN_TRACING": "0"})
+    remote = RemoteStore(f"127.0.0.1:{port}", timeout_s=30)
+    try:
+        config = settings.config
+        index(config, remote, model, settings, DOCS)
+        index(config, remote, model, settings, {"other": "Mã lỗi XJ4471 của tenant khác."}, tenant="t2")
+        index(config, remote, model, settings, {k: v for k, v in DOCS.items() if detect(v) == "en"},
+              tenant="en-only2")
+        assert assert_hybrid_identical(remote, config, model) == 6 * len(IDENTITY_QUERIES) * 2
+    finally:
+        remote.close()
+        proc.terminate()
+        proc.wait(timeout=30)

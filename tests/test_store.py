@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vien.runtime.errors import InvalidArgument
+from vien.runtime.errors import InvalidArgument, NotFound
 from vien.store import (
     CollectionMismatch,
     CollectionNotFound,
@@ -308,6 +308,55 @@ def test_sparse_and_hybrid_search(store: VectorStore) -> None:
     )
 
 
+def check_payload_selection(store: VectorStore) -> None:
+    """Candidates with chosen payload fields, full payloads by id: what the search service's fusion uses.
+    Same ids, order and scores whatever the selection; `retrieve` re-checks the filter on every point."""
+    rng = np.random.default_rng(12)
+    store.ensure_collection("sel", D)
+    X = unit(rng, 60)
+    pts = [chunk(X[i], "ab"[i % 2], f"d{i}", 0, lang="vi" if i % 3 else "en", metadata={"k": str(i % 4)},
+                 sparse=SparseVector([i, 1000], [1.0, 0.5])) for i in range(60)]
+    store.upsert("sel", pts)
+    by_id = {p.id: p.payload for p in pts}
+    a = SearchFilter(tenant="a")
+    sv = SparseVector([4, 6, 1000], [1.0, 0.8, 0.3])
+    for run in (lambda **kw: store.search("sel", X[4], 20, a, **kw),
+                lambda **kw: store.search_sparse("sel", sv, 20, a, **kw)):
+        full = run()
+        assert len(full) == 20 and all(h.payload == by_id[h.id] for h in full)
+        for fields, head in (([], 0), (["lang"], 0), (["lang", "tenant", "no_such_field"], 0), ([], 1), (["lang"], 3)):
+            got = run(payload_fields=fields, full_head=head)
+            assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in full]
+            for i, h in enumerate(got):
+                want = by_id[h.id] if i < head else {f: by_id[h.id][f] for f in fields if f in by_id[h.id]}
+                assert h.payload == want, (fields, head, i)
+        assert run(payload_fields=None, full_head=5) == full  # full_head only narrows a selection
+    # retrieve: full payloads by id, absent ids and other tenants' points left out
+    ids = [p.id for p in pts[:10]]
+    gone = chunk_id("a", "never-written", 0)
+    assert store.retrieve("sel", [*ids, gone]) == {i: by_id[i] for i in ids}
+    assert store.retrieve("sel", ids, a) == {i: by_id[i] for i in ids if by_id[i]["tenant"] == "a"}
+    picked = {i: by_id[i] for i in ids
+              if (by_id[i]["tenant"], by_id[i]["lang"], by_id[i]["metadata"]["k"]) == ("a", "vi", "2")}
+    assert picked and store.retrieve("sel", ids, SearchFilter(tenant="a", lang="vi", metadata={"k": "2"})) == picked
+    assert store.retrieve("sel", ids, SearchFilter(tenant="nobody")) == {}
+    assert store.retrieve("sel", []) == {}
+    store.delete("sel", ids[:2])
+    assert set(store.retrieve("sel", ids)) == set(ids[2:])
+    with pytest.raises(InvalidArgument, match="UUID"):
+        store.retrieve("sel", ["chunk-1"])
+    with pytest.raises(InvalidArgument, match="payload_fields"):
+        store.search("sel", X[0], 5, payload_fields=["metadata.k"])
+    with pytest.raises(InvalidArgument, match="full_head"):
+        store.search_sparse("sel", sv, 5, payload_fields=[], full_head=-1)
+    with pytest.raises(NotFound):  # CollectionNotFound in process, NotFound through the store service
+        store.retrieve("nope", ids)
+
+
+def test_payload_selection_and_retrieve(store: VectorStore) -> None:
+    check_payload_selection(store)
+
+
 # ------------------------------------------------------------------------------------------- Edge only
 
 
@@ -571,7 +620,7 @@ def test_wire_payloads_travel_as_json_and_bad_json_is_refused() -> None:
         assert exc.value.field == "points[2].payload_json" and problem in exc.value.message
 
 
-def test_the_store_service_drops_a_collection_like_the_engine(tmp_path: Path) -> None:
+def test_the_store_service_drops_a_collection_and_selects_payloads_like_the_engine(tmp_path: Path) -> None:
     """RemoteStore (what search and ingest use under `vien up`) implements the whole interface."""
     from conftest import serve_process
 
@@ -587,6 +636,18 @@ def test_the_store_service_drops_a_collection_like_the_engine(tmp_path: Path) ->
         assert remote.drop_collection("gone") is True
         assert remote.drop_collection("gone") is False
         assert remote.collections() == {}
+        check_payload_selection(remote)  # the new fields of Query and the Retrieve RPC, over gRPC
+        from vien.v1 import store_pb2
+
+        hybrid = store_pb2.QueryRequest(collection="sel", mode=store_pb2.STORE_QUERY_MODE_HYBRID, top_k=5,
+                                        vector=np.ones(D, "<f4").tobytes(), sparse=store_pb2.StoreSparseVector(
+                                            indices=[1], values=[1.0]), payload_fields=store_pb2.PayloadFields())
+        with pytest.raises(InvalidArgument) as exc:  # the engine's own RRF: no payload selection there
+            remote._call("Query", hybrid)
+        assert exc.value.field == "payload_fields"
+        with pytest.raises(InvalidArgument) as exc:
+            remote.retrieve("sel", [chunk_id("a", "d", i) for i in range(10_001)])
+        assert exc.value.field == "ids" and "10000" in exc.value.message
     finally:
         remote.close()
         proc.terminate()

@@ -143,14 +143,22 @@ class Searcher:
         pk = max(cfg.prefetch_k, top_k)
         if cfg.fusion == "engine_rrf":
             return await asyncio.to_thread(self.store.search_hybrid, coll, vector, sv, top_k, flt, pk)
-        dense, sparse = await asyncio.gather(asyncio.to_thread(self.store.search, coll, vector, pk, flt),
-                                             asyncio.to_thread(self.store.search_sparse, coll, sv, pk, flt))
+        # Candidates carry only what the fusion reads (full chunk payloads of 2 × prefetch_k candidates
+        # through the store service cost more than the searches; bench/RESULTS.md): `lang` of the dense ones
+        # (cross-language factor), and the first top_k of each list their full payload (where the final
+        # hits nearly always are; the best lexical one's text is read for the word coverage). A final hit
+        # from further down either list gets its payload from one `retrieve` after the fusion.
+        cross = cfg.cross_language_sparse_factor != 1.0 and bool(query_lang)
+        head = self._full_head(top_k)
+        dense, sparse = await asyncio.gather(
+            asyncio.to_thread(self.store.search, coll, vector, pk, flt, ["lang"] if cross else [], head),
+            asyncio.to_thread(self.store.search_sparse, coll, sv, pk, flt, [], head))
         dense_weight, sparse_weight = cfg.dense_weight, cfg.sparse_weight
         if restored:  # the dense vector is of the query with its accents restored
             dense_weight *= cfg.restored_dense_factor
         elif query_lang == "vi" and cfg.unaccented_dense_factor != 1.0 and is_unaccented(query):
             dense_weight *= cfg.unaccented_dense_factor
-        if cfg.cross_language_sparse_factor != 1.0 and query_lang and dense and sum(
+        if cross and dense and sum(
                 h.payload.get("lang") == query_lang for h in dense) < CROSS_LINGUAL_SHARE * len(dense):
             # (Almost) nothing in the query's language near it: a cross-lingual search, where shared names
             # and numbers are the only lexical matches and they pull up the wrong sentences. A share, not
@@ -161,7 +169,23 @@ class Searcher:
             sparse_weight *= word_coverage(query, str(sparse[0].payload.get("text", ""))) ** 0.5
         lists = [(dense, dense_weight), (sparse, sparse_weight)]
         fused = fusion.rrf(lists, cfg.rrf_k) if cfg.fusion == "rrf" else fusion.weighted_sum(lists)
-        return fused[:top_k]
+        return await self._full_payloads(coll, fused[:top_k], flt, dense[:head] + sparse[:head])
+
+    @staticmethod
+    def _full_head(top_k: int) -> int:
+        """Candidates of each list that come with their full payload (≥ 1: the word coverage reads the
+        best lexical hit's text)."""
+        return top_k
+
+    async def _full_payloads(self, coll: str, hits: list[Hit], flt: SearchFilter, known: list[Hit]) -> list[Hit]:
+        """`hits` with their full payloads: those of `known` (fetched whole already), any other in one
+        `retrieve`, tenant filter included. A hit whose point was deleted since the candidate query is
+        dropped (as a search a moment later would not have found it)."""
+        full = {h.id: h.payload for h in known}
+        missing = [h.id for h in hits if h.id not in full]
+        if missing:
+            full.update(await asyncio.to_thread(self.store.retrieve, coll, missing, flt))
+        return [Hit(h.id, h.score, full[h.id]) for h in hits if h.id in full]
 
     async def search(self, query: str, tenant: str, top_k: int = 0, lang: str = "",
                      metadata: dict[str, str] | None = None, profile: str = "", dimensions: int = 0,

@@ -17,7 +17,7 @@ from vien.runtime.errors import InvalidArgument
 from vien.runtime.grpc_server import HealthReporter
 from vien.runtime.telemetry import annotate
 from vien.store import wire
-from vien.store.base import VectorStore
+from vien.store.base import Hit, VectorStore
 from vien.store.factory import open_store
 from vien.v1 import store_pb2
 
@@ -75,21 +75,31 @@ class StoreServicer:
         # would add its hand-off (~0.1-0.5 ms) and no concurrency. A remote engine (qdrant:) blocks on I/O
         # instead: it keeps the thread.
         call = self._inline if self.app.inline_reads else asyncio.to_thread
+        fields = list(r.payload_fields.fields) if r.HasField("payload_fields") else None
         if r.mode == store_pb2.STORE_QUERY_MODE_SPARSE:
             if sparse is None:
                 raise InvalidArgument("sparse", "is required for a sparse query")
-            hits = await call(self.store.search_sparse, r.collection, sparse, r.top_k, flt)
+            hits = await call(self.store.search_sparse, r.collection, sparse, r.top_k, flt, fields, r.full_head)
         elif r.mode == store_pb2.STORE_QUERY_MODE_HYBRID:
             if vec is None or sparse is None:
                 raise InvalidArgument("vector", "a hybrid query needs both vector and sparse")
+            if fields is not None:
+                raise InvalidArgument("payload_fields", "is for DENSE and SPARSE queries only")
             hits = await call(self.store.search_hybrid, r.collection, vec, sparse, r.top_k, flt, r.prefetch_k or None)
         elif r.mode == store_pb2.STORE_QUERY_MODE_DENSE:
             if vec is None:
                 raise InvalidArgument("vector", "is required for a dense query")
-            hits = await call(self.store.search, r.collection, vec, r.top_k, flt)
+            hits = await call(self.store.search, r.collection, vec, r.top_k, flt, fields, r.full_head)
         else:
             raise InvalidArgument("mode", f"unknown query mode number {r.mode}; expected DENSE, SPARSE or HYBRID")
         return wire.hits_to_pb(hits, r.payload_json)
+
+    async def Retrieve(self, r: store_pb2.RetrieveRequest, c: Ctx) -> store_pb2.HitsResponse:
+        flt = wire.filter_from_pb(r.filter, r.HasField("filter"))
+        annotate({"vien.collection": r.collection, "vien.points": len(r.ids)})
+        call = self._inline if self.app.inline_reads else asyncio.to_thread  # as Query
+        found = await call(self.store.retrieve, r.collection, list(r.ids), flt)
+        return wire.hits_to_pb([Hit(i, 0.0, p) for i, p in found.items()], r.payload_json)
 
     @staticmethod
     async def _inline(fn: Callable[..., T], *args: Any) -> T:

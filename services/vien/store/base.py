@@ -43,6 +43,9 @@ PAYLOAD_INDEXES: dict[str, str] = {"tenant": "tenant", "lang": "keyword", "doc_i
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _META_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+_FIELD_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+MAX_PAYLOAD_FIELDS = 32
+MAX_RETRIEVE = 10_000
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -168,14 +171,31 @@ class VectorStore(Protocol):
         """Every stored chunk of a document (score 0.0), sorted by chunk_index, payload included."""
         ...
 
-    def search(self, collection: str, vector: np.ndarray, top_k: int, flt: SearchFilter | None = None) -> list[Hit]:
-        """Dense nearest neighbours by cosine similarity, best first."""
+    def search(self, collection: str, vector: np.ndarray, top_k: int, flt: SearchFilter | None = None,
+               payload_fields: Sequence[str] | None = None, full_head: int = 0) -> list[Hit]:
+        """Dense nearest neighbours by cosine similarity, best first.
+
+        `payload_fields`: None = every hit with its full payload; a list = only those top-level payload
+        fields (none when empty): candidates for a fusion that reads a field or two, whose full payloads
+        (the chunk text, ~1 KB) are then fetched for the final hits only, with `retrieve`. `full_head`:
+        the first `full_head` hits carry their full payload all the same (one engine call in the same
+        request, no extra round trip for a caller that reads the best hit's text)."""
         ...
 
     def search_sparse(
-        self, collection: str, sparse: SparseVector, top_k: int, flt: SearchFilter | None = None
+        self, collection: str, sparse: SparseVector, top_k: int, flt: SearchFilter | None = None,
+        payload_fields: Sequence[str] | None = None, full_head: int = 0,
     ) -> list[Hit]:
-        """Lexical search on the "lexical" sparse vector (dot product of weights, IDF applied)."""
+        """Lexical search on the "lexical" sparse vector (dot product of weights, IDF applied).
+        `payload_fields`, `full_head`: as in `search`."""
+        ...
+
+    def retrieve(self, collection: str, ids: Sequence[str],
+                 flt: SearchFilter | None = None) -> dict[str, dict[str, Any]]:
+        """Full payloads of the given points: canonical id -> payload. Points that do not exist (deleted
+        since they were found) or do not match `flt` are left out: ids come from a tenant-filtered search,
+        and the same filter is checked again here on each payload, so an id of another tenant's point
+        never returns that point's payload. At most `MAX_RETRIEVE` ids."""
         ...
 
     def search_hybrid(
@@ -254,6 +274,56 @@ def dense_batch(vectors: Sequence[np.ndarray], dims: int, what: str = "vector") 
         raise InvalidArgument(what, "must not be all zeros (cosine is undefined)")
     out: list[list[float]] = a.tolist()
     return out
+
+
+def check_payload_fields(fields: Sequence[str] | None) -> list[str] | None:
+    """None (the full payload) or a list of top-level payload field names."""
+    if fields is None:
+        return None
+    out = list(fields)
+    if len(out) > MAX_PAYLOAD_FIELDS:
+        raise InvalidArgument("payload_fields", f"{len(out)} fields exceeds the limit of {MAX_PAYLOAD_FIELDS}")
+    for f in out:
+        if not isinstance(f, str) or not _FIELD_RE.match(f):
+            raise InvalidArgument("payload_fields", f"{f!r} must match {_FIELD_RE.pattern} (a top-level field)")
+    return out
+
+
+def payload_selector(fields: list[str] | None) -> bool | list[str]:
+    """`with_payload` of an engine query (both engines take this form): everything (None), nothing ([])
+    or those top-level fields."""
+    return True if fields is None else (fields or False)
+
+
+def check_full_head(full_head: int) -> int:
+    if not isinstance(full_head, int) or isinstance(full_head, bool) or not 0 <= full_head <= 10_000:
+        raise InvalidArgument("full_head", f"{full_head!r} must be an integer in [0, 10000]")
+    return full_head
+
+
+def check_ids(ids: Sequence[str]) -> list[str]:
+    """Canonical point ids for `retrieve`, at most MAX_RETRIEVE."""
+    if len(ids) > MAX_RETRIEVE:
+        raise InvalidArgument("ids", f"{len(ids)} ids exceeds the limit of {MAX_RETRIEVE}")
+    return [point_id(i) for i in ids]
+
+
+def matches(payload: dict[str, Any], flt: SearchFilter | None) -> bool:
+    """Whether a payload passes `flt` (the engines' exact keyword match, a list matching any element)."""
+    if flt is None:
+        return True
+    for path, value in flt.conditions():
+        v: Any = payload
+        for key in path.split("."):
+            v = v.get(key) if isinstance(v, dict) else None
+        if not (v == value or (isinstance(v, list) and value in v)):
+            return False
+    return True
+
+
+def with_full_head(hits: list[Hit], full: dict[str, dict[str, Any]]) -> list[Hit]:
+    """`hits` with the payloads found in `full` (those of `retrieve`) in place of their selected fields."""
+    return [Hit(h.id, h.score, full[h.id]) if h.id in full else h for h in hits]
 
 
 def sort_chunks(hits: list[Hit]) -> list[Hit]:

@@ -63,11 +63,17 @@ from vien.store.base import (
     StoreUnavailable,
     check_collection_name,
     check_dims,
+    check_full_head,
+    check_ids,
+    check_payload_fields,
     check_top_k,
     dense,
     dense_batch,
+    matches,
+    payload_selector,
     point_id,
     sort_chunks,
+    with_full_head,
 )
 from vien.store.indexing import IndexSettings
 
@@ -479,16 +485,40 @@ class EdgeStore:
                 if offset is None:
                     return sort_chunks(out)
 
-    def search(self, collection: str, vector: np.ndarray, top_k: int, flt: SearchFilter | None = None) -> list[Hit]:
+    def search(self, collection: str, vector: np.ndarray, top_k: int, flt: SearchFilter | None = None,
+               payload_fields: Sequence[str] | None = None, full_head: int = 0) -> list[Hit]:
+        fields, head = check_payload_fields(payload_fields), check_full_head(full_head)
         with self._use(collection) as s:
             q = qe.QueryRequest(
                 limit=check_top_k(top_k),
                 query=qe.Query.Nearest(dense(vector, s.dims), using=DENSE),
                 filter=_filter(flt),
                 params=self._params,
-                with_payload=True,
+                with_payload=payload_selector(fields),
             )
-            return _hits(s.shard.query(q))
+            return self._full_head(s, _hits(s.shard.query(q)), fields, head)
+
+    @staticmethod
+    def _full_head(s: _Shard, hits: list[Hit], fields: list[str] | None, head: int) -> list[Hit]:
+        if fields is None or not head or not hits:
+            return hits
+        return with_full_head(hits, EdgeStore._payloads(s, [h.id for h in hits[:head]]))
+
+    @staticmethod
+    def _payloads(s: _Shard, ids: list[str]) -> dict[str, dict[str, Any]]:
+        records = s.shard.retrieve(ids, with_payload=True, with_vector=False)  # type: ignore[arg-type]
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
+    def retrieve(self, collection: str, ids: Sequence[str],
+                 flt: SearchFilter | None = None) -> dict[str, dict[str, Any]]:
+        wanted = check_ids(ids)
+        if not wanted:
+            self._get(collection)
+            return {}
+        with self._use(collection) as s:
+            found = self._payloads(s, wanted)
+        # Edge's retrieve takes no filter: the filter is checked on each payload (see VectorStore.retrieve)
+        return {i: p for i, p in found.items() if matches(p, flt)}
 
     def search_exact(self, collection: str, vector: np.ndarray, top_k: int,
                      flt: SearchFilter | None = None) -> list[Hit]:
@@ -499,17 +529,19 @@ class EdgeStore:
             return _hits(s.shard.query(q))
 
     def search_sparse(
-        self, collection: str, sparse: SparseVector, top_k: int, flt: SearchFilter | None = None
+        self, collection: str, sparse: SparseVector, top_k: int, flt: SearchFilter | None = None,
+        payload_fields: Sequence[str] | None = None, full_head: int = 0,
     ) -> list[Hit]:
+        fields, head = check_payload_fields(payload_fields), check_full_head(full_head)
         with self._use(collection) as s:
             self._need_sparse(collection, s)
             q = qe.QueryRequest(
                 limit=check_top_k(top_k),
                 query=qe.Query.Nearest(_sparse(sparse), using=SPARSE),
                 filter=_filter(flt),
-                with_payload=True,
+                with_payload=payload_selector(fields),
             )
-            return _hits(s.shard.query(q))
+            return self._full_head(s, _hits(s.shard.query(q)), fields, head)
 
     def search_hybrid(
         self,

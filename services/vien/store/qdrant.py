@@ -40,11 +40,17 @@ from vien.store.base import (
     StoreUnavailable,
     check_collection_name,
     check_dims,
+    check_full_head,
+    check_ids,
+    check_payload_fields,
     check_top_k,
     dense,
     dense_batch,
+    matches,
+    payload_selector,
     point_id,
     sort_chunks,
+    with_full_head,
 )
 from vien.store.indexing import IndexSettings
 
@@ -304,8 +310,10 @@ class QdrantStore:
             if offset is None:
                 return sort_chunks(out)
 
-    def search(self, collection: str, vector: np.ndarray, top_k: int, flt: SearchFilter | None = None) -> list[Hit]:
+    def search(self, collection: str, vector: np.ndarray, top_k: int, flt: SearchFilter | None = None,
+               payload_fields: Sequence[str] | None = None, full_head: int = 0) -> list[Hit]:
         check_collection_name(collection)
+        fields, head = check_payload_fields(payload_fields), check_full_head(full_head)
         dims, _ = self._shape(collection)
         q = dense(vector, dims)
         limit, f = check_top_k(top_k), _filter(flt)
@@ -318,23 +326,45 @@ class QdrantStore:
                 query_filter=f,
                 search_params=self._params,
                 limit=limit,
-                with_payload=True,
+                with_payload=payload_selector(fields),
             ),
         )
-        return _hits(res.points)
+        return self._full_head(collection, _hits(res.points), fields, head)
 
     def search_sparse(
-        self, collection: str, sparse: SparseVector, top_k: int, flt: SearchFilter | None = None
+        self, collection: str, sparse: SparseVector, top_k: int, flt: SearchFilter | None = None,
+        payload_fields: Sequence[str] | None = None, full_head: int = 0,
     ) -> list[Hit]:
         self._need_sparse(collection)
+        fields, head = check_payload_fields(payload_fields), check_full_head(full_head)
         limit, f, q = check_top_k(top_k), _filter(flt), _sparse(sparse)
         res = self._call(
             collection,
             lambda: self.client.query_points(
-                collection, query=q, using=SPARSE, query_filter=f, limit=limit, with_payload=True
+                collection, query=q, using=SPARSE, query_filter=f, limit=limit, with_payload=payload_selector(fields)
             ),
         )
-        return _hits(res.points)
+        return self._full_head(collection, _hits(res.points), fields, head)
+
+    def _full_head(self, collection: str, hits: list[Hit], fields: list[str] | None, head: int) -> list[Hit]:
+        if fields is None or not head or not hits:
+            return hits
+        return with_full_head(hits, self._payloads(collection, [h.id for h in hits[:head]]))
+
+    def _payloads(self, collection: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        records = self._call(collection, lambda: self.client.retrieve(collection, ids=ids, with_payload=True,
+                                                                      with_vectors=False))
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
+    def retrieve(self, collection: str, ids: Sequence[str],
+                 flt: SearchFilter | None = None) -> dict[str, dict[str, Any]]:
+        check_collection_name(collection)
+        wanted = check_ids(ids)
+        if not wanted:
+            self._shape(collection)
+            return {}
+        # the filter is checked on each payload, as in the Edge adapter (a single code path for both)
+        return {i: p for i, p in self._payloads(collection, wanted).items() if matches(p, flt)}
 
     def search_hybrid(
         self,

@@ -7,6 +7,7 @@ Status codes come back as the same domain errors the in-process adapters raise.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -16,7 +17,15 @@ from vien.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, U
 from vien.runtime.telemetry import traced_channel
 from vien.runtime.tls import channel_for
 from vien.store import wire
-from vien.store.base import CollectionInfo, Hit, Point, SearchFilter, SparseVector, StoreUnavailable
+from vien.store.base import (
+    CollectionInfo,
+    Hit,
+    Point,
+    SearchFilter,
+    SparseVector,
+    StoreUnavailable,
+    check_full_head,
+)
 from vien.v1 import store_pb2, store_pb2_grpc
 
 _ERRORS: dict[grpc.StatusCode, type[VienError]] = {
@@ -75,9 +84,13 @@ class RemoteStore:
 
     def _query(self, collection: str, mode: store_pb2.StoreQueryMode, top_k: int, flt: SearchFilter | None,
                vector: np.ndarray | None = None, sparse: SparseVector | None = None,
-               prefetch_k: int | None = None) -> list[Hit]:
+               prefetch_k: int | None = None, payload_fields: Sequence[str] | None = None,
+               full_head: int = 0) -> list[Hit]:
         req = store_pb2.QueryRequest(collection=collection, mode=mode, top_k=top_k, prefetch_k=prefetch_k or 0,
                                      payload_json=True)
+        if payload_fields is not None:
+            req.payload_fields.fields.extend(payload_fields)
+            req.full_head = check_full_head(full_head)  # uint32 on the wire: refused here, named
         if vector is not None:
             req.vector = np.asarray(vector, "<f4").tobytes()
         if sparse is not None:
@@ -88,12 +101,24 @@ class RemoteStore:
         assert isinstance(resp, store_pb2.HitsResponse)
         return wire.hits_from_pb(resp)
 
-    def search(self, collection: str, vector: np.ndarray, top_k: int, flt: SearchFilter | None = None) -> list[Hit]:
-        return self._query(collection, store_pb2.STORE_QUERY_MODE_DENSE, top_k, flt, vector=vector)
+    def search(self, collection: str, vector: np.ndarray, top_k: int, flt: SearchFilter | None = None,
+               payload_fields: Sequence[str] | None = None, full_head: int = 0) -> list[Hit]:
+        return self._query(collection, store_pb2.STORE_QUERY_MODE_DENSE, top_k, flt, vector=vector,
+                           payload_fields=payload_fields, full_head=full_head)
 
-    def search_sparse(self, collection: str, sparse: SparseVector, top_k: int,
-                      flt: SearchFilter | None = None) -> list[Hit]:
-        return self._query(collection, store_pb2.STORE_QUERY_MODE_SPARSE, top_k, flt, sparse=sparse)
+    def search_sparse(self, collection: str, sparse: SparseVector, top_k: int, flt: SearchFilter | None = None,
+                      payload_fields: Sequence[str] | None = None, full_head: int = 0) -> list[Hit]:
+        return self._query(collection, store_pb2.STORE_QUERY_MODE_SPARSE, top_k, flt, sparse=sparse,
+                           payload_fields=payload_fields, full_head=full_head)
+
+    def retrieve(self, collection: str, ids: Sequence[str],
+                 flt: SearchFilter | None = None) -> dict[str, dict[str, Any]]:
+        req = store_pb2.RetrieveRequest(collection=collection, ids=list(ids), payload_json=True)
+        if flt is not None:
+            req.filter.CopyFrom(wire.filter_to_pb(flt))
+        resp = self._call("Retrieve", req)
+        assert isinstance(resp, store_pb2.HitsResponse)
+        return {h.id: h.payload for h in wire.hits_from_pb(resp)}
 
     def search_hybrid(self, collection: str, vector: np.ndarray, sparse: SparseVector, top_k: int,
                       flt: SearchFilter | None = None, prefetch_k: int | None = None) -> list[Hit]:

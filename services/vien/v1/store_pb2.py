@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13vien/v1/store.proto\x12\x07vien.v1\x1a\x1cgoogle/protobuf/struct.proto\"4\n\x11StoreSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\x94\x01\n\nStorePoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x06sparse\x18\x04 \x01(\x0b\x32\x1a.vien.v1.StoreSparseVector\x12\x14\n\x0cpayload_json\x18\x05 \x01(\x0c\"\xa2\x01\n\x0bStoreFilter\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04lang\x18\x02 \x01(\t\x12\x34\n\x08metadata\x18\x03 \x03(\x0b\x32\".vien.v1.StoreFilter.MetadataEntry\x12\x0e\n\x06\x64oc_id\x18\x04 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"e\n\x08StoreHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x0c\"K\n\x17\x45nsureCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0e\n\x06sparse\x18\x03 \x01(\x08\"H\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x06points\x18\x02 \x03(\x0b\x32\x13.vien.v1.StorePoint\"P\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x04 \x01(\t\"\\\n\x10\x44ocChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x08\"\xe4\x01\n\x0cQueryRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.vien.v1.StoreQueryMode\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12*\n\x06sparse\x18\x04 \x01(\x0b\x32\x1a.vien.v1.StoreSparseVector\x12\r\n\x05top_k\x18\x05 \x01(\r\x12$\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x14.vien.v1.StoreFilter\x12\x12\n\nprefetch_k\x18\x07 \x01(\r\x12\x14\n\x0cpayload_json\x18\x08 \x01(\x08\"/\n\x0cHitsResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.vien.v1.StoreHit\"H\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.vien.v1.StoreFilter\"\x1e\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\"\x18\n\x16ListCollectionsRequest\"O\n\x11\x43ollectionSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0e\n\x06points\x18\x03 \x01(\x04\x12\x0e\n\x06sparse\x18\x04 \x01(\x08\"J\n\x17ListCollectionsResponse\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1a.vien.v1.CollectionSummary\"\x05\n\x03\x41\x63k\"+\n\x15\x44ropCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"%\n\x0fOptimizeRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"4\n\x10OptimizeResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\x0f\n\x07seconds\x18\x02 \x01(\x01*f\n\x0eStoreQueryMode\x12\x1a\n\x16STORE_QUERY_MODE_DENSE\x10\x00\x12\x1b\n\x17STORE_QUERY_MODE_SPARSE\x10\x01\x12\x1b\n\x17STORE_QUERY_MODE_HYBRID\x10\x02\x32\xc9\x04\n\x0bVectorStore\x12\x42\n\x10\x45nsureCollection\x12 .vien.v1.EnsureCollectionRequest\x1a\x0c.vien.v1.Ack\x12.\n\x06Upsert\x12\x16.vien.v1.UpsertRequest\x1a\x0c.vien.v1.Ack\x12.\n\x06\x44\x65lete\x12\x16.vien.v1.DeleteRequest\x1a\x0c.vien.v1.Ack\x12=\n\tDocChunks\x12\x19.vien.v1.DocChunksRequest\x1a\x15.vien.v1.HitsResponse\x12\x35\n\x05Query\x12\x15.vien.v1.QueryRequest\x1a\x15.vien.v1.HitsResponse\x12\x36\n\x05\x43ount\x12\x15.vien.v1.CountRequest\x1a\x16.vien.v1.CountResponse\x12T\n\x0fListCollections\x12\x1f.vien.v1.ListCollectionsRequest\x1a .vien.v1.ListCollectionsResponse\x12Q\n\x0e\x44ropCollection\x12\x1e.vien.v1.DropCollectionRequest\x1a\x1f.vien.v1.DropCollectionResponse\x12?\n\x08Optimize\x12\x18.vien.v1.OptimizeRequest\x1a\x19.vien.v1.OptimizeResponseB,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13vien/v1/store.proto\x12\x07vien.v1\x1a\x1cgoogle/protobuf/struct.proto\"4\n\x11StoreSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\x94\x01\n\nStorePoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x06sparse\x18\x04 \x01(\x0b\x32\x1a.vien.v1.StoreSparseVector\x12\x14\n\x0cpayload_json\x18\x05 \x01(\x0c\"\xa2\x01\n\x0bStoreFilter\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04lang\x18\x02 \x01(\t\x12\x34\n\x08metadata\x18\x03 \x03(\x0b\x32\".vien.v1.StoreFilter.MetadataEntry\x12\x0e\n\x06\x64oc_id\x18\x04 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"e\n\x08StoreHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x0c\"K\n\x17\x45nsureCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0e\n\x06sparse\x18\x03 \x01(\x08\"H\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x06points\x18\x02 \x03(\x0b\x32\x13.vien.v1.StorePoint\"P\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x04 \x01(\t\"\\\n\x10\x44ocChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x08\"\xa7\x02\n\x0cQueryRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.vien.v1.StoreQueryMode\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12*\n\x06sparse\x18\x04 \x01(\x0b\x32\x1a.vien.v1.StoreSparseVector\x12\r\n\x05top_k\x18\x05 \x01(\r\x12$\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x14.vien.v1.StoreFilter\x12\x12\n\nprefetch_k\x18\x07 \x01(\r\x12\x14\n\x0cpayload_json\x18\x08 \x01(\x08\x12.\n\x0epayload_fields\x18\t \x01(\x0b\x32\x16.vien.v1.PayloadFields\x12\x11\n\tfull_head\x18\n \x01(\r\"\x1f\n\rPayloadFields\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\"n\n\x0fRetrieveRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12$\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x14.vien.v1.StoreFilter\x12\x14\n\x0cpayload_json\x18\x04 \x01(\x08\"/\n\x0cHitsResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.vien.v1.StoreHit\"H\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.vien.v1.StoreFilter\"\x1e\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\"\x18\n\x16ListCollectionsRequest\"O\n\x11\x43ollectionSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64ims\x18\x02 \x01(\r\x12\x0e\n\x06points\x18\x03 \x01(\x04\x12\x0e\n\x06sparse\x18\x04 \x01(\x08\"J\n\x17ListCollectionsResponse\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1a.vien.v1.CollectionSummary\"\x05\n\x03\x41\x63k\"+\n\x15\x44ropCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"%\n\x0fOptimizeRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"4\n\x10OptimizeResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\x0f\n\x07seconds\x18\x02 \x01(\x01*f\n\x0eStoreQueryMode\x12\x1a\n\x16STORE_QUERY_MODE_DENSE\x10\x00\x12\x1b\n\x17STORE_QUERY_MODE_SPARSE\x10\x01\x12\x1b\n\x17STORE_QUERY_MODE_HYBRID\x10\x02\x32\x86\x05\n\x0bVectorStore\x12\x42\n\x10\x45nsureCollection\x12 .vien.v1.EnsureCollectionRequest\x1a\x0c.vien.v1.Ack\x12.\n\x06Upsert\x12\x16.vien.v1.UpsertRequest\x1a\x0c.vien.v1.Ack\x12.\n\x06\x44\x65lete\x12\x16.vien.v1.DeleteRequest\x1a\x0c.vien.v1.Ack\x12=\n\tDocChunks\x12\x19.vien.v1.DocChunksRequest\x1a\x15.vien.v1.HitsResponse\x12\x35\n\x05Query\x12\x15.vien.v1.QueryRequest\x1a\x15.vien.v1.HitsResponse\x12;\n\x08Retrieve\x12\x18.vien.v1.RetrieveRequest\x1a\x15.vien.v1.HitsResponse\x12\x36\n\x05\x43ount\x12\x15.vien.v1.CountRequest\x1a\x16.vien.v1.CountResponse\x12T\n\x0fListCollections\x12\x1f.vien.v1.ListCollectionsRequest\x1a .vien.v1.ListCollectionsResponse\x12Q\n\x0e\x44ropCollection\x12\x1e.vien.v1.DropCollectionRequest\x1a\x1f.vien.v1.DropCollectionResponse\x12?\n\x08Optimize\x12\x18.vien.v1.OptimizeRequest\x1a\x19.vien.v1.OptimizeResponseB,Z*github.com/vien/vien/gen/go/vien/v1;vienv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z*github.com/vien/vien/gen/go/vien/v1;vienv1'
   _globals['_STOREFILTER_METADATAENTRY']._loaded_options = None
   _globals['_STOREFILTER_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_STOREQUERYMODE']._serialized_start=1619
-  _globals['_STOREQUERYMODE']._serialized_end=1721
+  _globals['_STOREQUERYMODE']._serialized_start=1831
+  _globals['_STOREQUERYMODE']._serialized_end=1933
   _globals['_STORESPARSEVECTOR']._serialized_start=62
   _globals['_STORESPARSEVECTOR']._serialized_end=114
   _globals['_STOREPOINT']._serialized_start=117
@@ -56,29 +56,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOCCHUNKSREQUEST']._serialized_start=768
   _globals['_DOCCHUNKSREQUEST']._serialized_end=860
   _globals['_QUERYREQUEST']._serialized_start=863
-  _globals['_QUERYREQUEST']._serialized_end=1091
-  _globals['_HITSRESPONSE']._serialized_start=1093
-  _globals['_HITSRESPONSE']._serialized_end=1140
-  _globals['_COUNTREQUEST']._serialized_start=1142
-  _globals['_COUNTREQUEST']._serialized_end=1214
-  _globals['_COUNTRESPONSE']._serialized_start=1216
-  _globals['_COUNTRESPONSE']._serialized_end=1246
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=1248
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=1272
-  _globals['_COLLECTIONSUMMARY']._serialized_start=1274
-  _globals['_COLLECTIONSUMMARY']._serialized_end=1353
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=1355
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=1429
-  _globals['_ACK']._serialized_start=1431
-  _globals['_ACK']._serialized_end=1436
-  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=1438
-  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=1481
-  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=1483
-  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=1524
-  _globals['_OPTIMIZEREQUEST']._serialized_start=1526
-  _globals['_OPTIMIZEREQUEST']._serialized_end=1563
-  _globals['_OPTIMIZERESPONSE']._serialized_start=1565
-  _globals['_OPTIMIZERESPONSE']._serialized_end=1617
-  _globals['_VECTORSTORE']._serialized_start=1724
-  _globals['_VECTORSTORE']._serialized_end=2309
+  _globals['_QUERYREQUEST']._serialized_end=1158
+  _globals['_PAYLOADFIELDS']._serialized_start=1160
+  _globals['_PAYLOADFIELDS']._serialized_end=1191
+  _globals['_RETRIEVEREQUEST']._serialized_start=1193
+  _globals['_RETRIEVEREQUEST']._serialized_end=1303
+  _globals['_HITSRESPONSE']._serialized_start=1305
+  _globals['_HITSRESPONSE']._serialized_end=1352
+  _globals['_COUNTREQUEST']._serialized_start=1354
+  _globals['_COUNTREQUEST']._serialized_end=1426
+  _globals['_COUNTRESPONSE']._serialized_start=1428
+  _globals['_COUNTRESPONSE']._serialized_end=1458
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=1460
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=1484
+  _globals['_COLLECTIONSUMMARY']._serialized_start=1486
+  _globals['_COLLECTIONSUMMARY']._serialized_end=1565
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=1567
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=1641
+  _globals['_ACK']._serialized_start=1643
+  _globals['_ACK']._serialized_end=1648
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=1650
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=1693
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=1695
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=1736
+  _globals['_OPTIMIZEREQUEST']._serialized_start=1738
+  _globals['_OPTIMIZEREQUEST']._serialized_end=1775
+  _globals['_OPTIMIZERESPONSE']._serialized_start=1777
+  _globals['_OPTIMIZERESPONSE']._serialized_end=1829
+  _globals['_VECTORSTORE']._serialized_start=1936
+  _globals['_VECTORSTORE']._serialized_end=2582
 # @@protoc_insertion_point(module_scope)

@@ -113,7 +113,7 @@ class DocChunksRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., doc_id: _Optional[str] = ..., payload_json: _Optional[bool] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("collection", "mode", "vector", "sparse", "top_k", "filter", "prefetch_k", "payload_json")
+    __slots__ = ("collection", "mode", "vector", "sparse", "top_k", "filter", "prefetch_k", "payload_json", "payload_fields", "full_head")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,8 @@ class QueryRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_K_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    FULL_HEAD_FIELD_NUMBER: _ClassVar[int]
     collection: str
     mode: StoreQueryMode
     vector: bytes
@@ -130,7 +132,27 @@ class QueryRequest(_message.Message):
     filter: StoreFilter
     prefetch_k: int
     payload_json: bool
-    def __init__(self, collection: _Optional[str] = ..., mode: _Optional[_Union[StoreQueryMode, str]] = ..., vector: _Optional[bytes] = ..., sparse: _Optional[_Union[StoreSparseVector, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[StoreFilter, _Mapping]] = ..., prefetch_k: _Optional[int] = ..., payload_json: _Optional[bool] = ...) -> None: ...
+    payload_fields: PayloadFields
+    full_head: int
+    def __init__(self, collection: _Optional[str] = ..., mode: _Optional[_Union[StoreQueryMode, str]] = ..., vector: _Optional[bytes] = ..., sparse: _Optional[_Union[StoreSparseVector, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[StoreFilter, _Mapping]] = ..., prefetch_k: _Optional[int] = ..., payload_json: _Optional[bool] = ..., payload_fields: _Optional[_Union[PayloadFields, _Mapping]] = ..., full_head: _Optional[int] = ...) -> None: ...
+
+class PayloadFields(_message.Message):
+    __slots__ = ("fields",)
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RetrieveRequest(_message.Message):
+    __slots__ = ("collection", "ids", "filter", "payload_json")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    filter: StoreFilter
+    payload_json: bool
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[StoreFilter, _Mapping]] = ..., payload_json: _Optional[bool] = ...) -> None: ...
 
 class HitsResponse(_message.Message):
     __slots__ = ("hits",)

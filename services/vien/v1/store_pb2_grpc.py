@@ -59,6 +59,11 @@ class VectorStoreStub:
                 request_serializer=vien_dot_v1_dot_store__pb2.QueryRequest.SerializeToString,
                 response_deserializer=vien_dot_v1_dot_store__pb2.HitsResponse.FromString,
                 _registered_method=True)
+        self.Retrieve = channel.unary_unary(
+                '/vien.v1.VectorStore/Retrieve',
+                request_serializer=vien_dot_v1_dot_store__pb2.RetrieveRequest.SerializeToString,
+                response_deserializer=vien_dot_v1_dot_store__pb2.HitsResponse.FromString,
+                _registered_method=True)
         self.Count = channel.unary_unary(
                 '/vien.v1.VectorStore/Count',
                 request_serializer=vien_dot_v1_dot_store__pb2.CountRequest.SerializeToString,
@@ -110,6 +115,13 @@ class VectorStoreServicer:
 
     def Query(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Retrieve(self, request, context):
+        """Full payloads of points by id (score 0); ids that do not exist or do not match the filter are absent.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -166,6 +178,11 @@ def add_VectorStoreServicer_to_server(servicer, server):
             'Query': grpc.unary_unary_rpc_method_handler(
                     servicer.Query,
                     request_deserializer=vien_dot_v1_dot_store__pb2.QueryRequest.FromString,
+                    response_serializer=vien_dot_v1_dot_store__pb2.HitsResponse.SerializeToString,
+            ),
+            'Retrieve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retrieve,
+                    request_deserializer=vien_dot_v1_dot_store__pb2.RetrieveRequest.FromString,
                     response_serializer=vien_dot_v1_dot_store__pb2.HitsResponse.SerializeToString,
             ),
             'Count': grpc.unary_unary_rpc_method_handler(
@@ -323,6 +340,33 @@ class VectorStore:
             target,
             '/vien.v1.VectorStore/Query',
             vien_dot_v1_dot_store__pb2.QueryRequest.SerializeToString,
+            vien_dot_v1_dot_store__pb2.HitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retrieve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vien.v1.VectorStore/Retrieve',
+            vien_dot_v1_dot_store__pb2.RetrieveRequest.SerializeToString,
             vien_dot_v1_dot_store__pb2.HitsResponse.FromString,
             options,
             channel_credentials,
