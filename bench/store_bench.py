@@ -170,7 +170,10 @@ def bench_edge(n: int, data: str, n_queries: int, efs: list[int], quantization: 
                 curve.append({"ef": ef, "dense_p50_ms": _pct(ld, 50), "dense_p99_ms": _pct(ld, 99),
                               "dense_recall_at_10": _recall(gd, exact_d), "hybrid_p50_ms": _pct(lh, 50),
                               "hybrid_p99_ms": _pct(lh, 99), "hybrid_recall_at_10": _recall(gh, exact_h),
-                              "hybrid_recall_at_10_ties": _tie_recall(gh, exact_h20)})
+                              "hybrid_recall_at_10_ties": _tie_recall(gh, exact_h20),
+                              # queries answered with fewer than 10 hits although the tenant has thousands
+                              "dense_short_answers": sum(len(g) < 10 for g in gd),
+                              "hybrid_short_answers": sum(len(g) < 10 for g in gh)})
             out["curve"] = curve
         finally:
             store.close()
