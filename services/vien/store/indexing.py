@@ -31,7 +31,7 @@ class IndexSettings:
     m: int = 16
     payload_m: int = 16
     ef_construct: int = 100
-    hnsw_ef: int = 128
+    hnsw_ef: int = 256
     quantization: str = "int8"  # "int8" | "none"
     oversampling: float = 2.0
     threads: int = 1
