@@ -437,6 +437,49 @@ def test_edge_builds_its_index_in_the_background_and_keeps_answering(tmp_path: P
     s.close()
 
 
+def test_edge_short_indexed_answer_is_answered_again_exactly_fake_short_walk(tmp_path: Path) -> None:
+    """Fault injection on the real engine (a fake short HNSW walk: the indexed query's answer is cut to 2
+    hits, as seen once end to end): the store notices that more points match the filter and answers the
+    search exactly, counted in vien_store_short_answers_total. A short answer that is right (a tenant with
+    3 points) is returned as it is, without the exact pass."""
+    from vien.runtime.metrics import SHORT_INDEXED_ANSWERS
+
+    rng = np.random.default_rng(5)
+    X = unit(rng, 300)
+    s = EdgeStore(tmp_path / "e", index=IndexSettings(threshold=0, m=8, payload_m=8, ef_construct=32, hnsw_ef=64))
+    s.ensure_collection(C, D)
+    s.upsert(C, [chunk(X[i], "big" if i < 297 else "tiny", f"d{i}", 0) for i in range(300)])
+    assert s.optimize(C)
+    truth = [h.id for h in s.search_exact(C, X[7], 10, SearchFilter(tenant="big"))]
+    held = s._get(C)
+    real, calls = held.shard, []
+
+    class Walk:  # the engine's shard, its indexed answers optionally cut to 2 hits
+        def __init__(self, cut: bool) -> None:
+            self.cut = cut
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def query(self, req):
+            exact = bool(req.params is not None and req.params.exact)
+            calls.append(exact)
+            out = real.query(req)
+            return out if exact or not self.cut else out[:2]
+
+    before = SHORT_INDEXED_ANSWERS._value.get()
+    try:
+        held.shard = Walk(cut=True)
+        assert [h.id for h in s.search(C, X[7], 10, SearchFilter(tenant="big"))] == truth
+        assert calls == [False, True] and SHORT_INDEXED_ANSWERS._value.get() == before + 1
+        held.shard, calls[:] = Walk(cut=False), []
+        assert len(s.search(C, X[298], 10, SearchFilter(tenant="tiny"))) == 3  # all it has
+        assert calls == [False] and SHORT_INDEXED_ANSWERS._value.get() == before + 1
+    finally:
+        held.shard = real
+        s.close()
+
+
 def test_edge_build_interrupted_by_close_leaves_the_shard_whole(tmp_path: Path) -> None:
     """Closing the store while its index builds kills the child; the build's copy is removed and the
     shard reopens with every acknowledged point (what a crash mid-build also leaves: see _open_all)."""

@@ -102,6 +102,7 @@ class Batcher:
         return len(self._pending)
 
     def start(self) -> None:
+        self._report_depth()  # 0 from the start: a lone query served inline never touches the queue
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 

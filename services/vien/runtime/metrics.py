@@ -57,6 +57,10 @@ CACHE_UP = Gauge("vien_cache_up", "1 when the query cache (Redis) is reachable, 
 # --- ingest
 INGEST_EVENTS = Counter("vien_ingest_events_total", "Document events applied, by outcome", ["outcome"])
 INGEST_RETRIES = Counter("vien_ingest_retries_total", "Batches retried after a transient failure")
+SHORT_INDEXED_ANSWERS = Counter(
+    "vien_store_short_answers_total",
+    "Filtered indexed searches that returned fewer hits than asked while more points matched (answered "
+    "again by exact search)")
 INGEST_BATCH = Histogram(
     "vien_ingest_batch_events", "Kafka records per ingest batch (one poll)",
     buckets=(1, 4, 16, 64, 128, 256, 512, 1024),
