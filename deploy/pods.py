@@ -346,7 +346,7 @@ class Harness:
         if repo.rsplit("/", 1)[-1] == "redis" and argv and argv[0] == "redis-server":
             return [shutil.which("redis-server") or "redis-server", *argv[1:]], base
         if repo.endswith("apache/kafka"):
-            from vien.kafka.broker import find_tansu
+            from vien_tools.cli.tansu import find_tansu
             port = pod.ports[pod.port_names.get("kafka", 9092)]
             url = f"tcp://127.0.0.1:{port}"
             return [str(find_tansu()), "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -561,7 +561,7 @@ class Harness:
 
     async def run_hook_jobs(self) -> None:
         """The Kafka topics hook Job, done here with its env (the apache/kafka CLI is not installed)."""
-        from vien.kafka.broker import ensure_topics
+        from vien.kafka.topics import ensure_topics
         for job in (o for o in self.objs if o["kind"] == "Job"):
             c = job["spec"]["template"]["spec"]["containers"][0]
             env = {e["name"]: str(e.get("value", "")) for e in c.get("env", [])}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, LocalBroker, ensure_topics
+from vien.kafka.topics import DEFAULT_DOCUMENT_PARTITIONS, ensure_topics
+from vien_tools.cli.tansu import LocalBroker
 
 _seq = itertools.count()
 

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from conftest import child_processes, serve_process
 from test_ingest_processor import LocalDocEncoder
 
-from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, LocalBroker, ensure_topics
+from vien.kafka.topics import DEFAULT_DOCUMENT_PARTITIONS, ensure_topics
 from vien.runtime.config import Settings
 from vien.runtime.metrics import INGEST_RETRIES
 from vien.store.base import SearchFilter
@@ -36,6 +36,7 @@ from vien_ingest.grpc_app import token_counters
 from vien_ingest.processor import IngestProcessor
 from vien_ingest.worker import IngestWorker
 from vien_tools.cli.supervisor import free_port, redis_ready
+from vien_tools.cli.tansu import LocalBroker
 
 COLL = "vien_e5_small"
 
@@ -173,7 +174,7 @@ async def _eq(value: Awaitable[int], want: int) -> bool:
 
 
 def test_broker_restart_worker_reconnects_and_goes_on(settings, tmp_path):
-    """tansu's storage here is memory:// (the only local engine in this build, see vien/kafka/broker.py):
+    """tansu's storage here is memory:// (the only local engine in this build, see vien_tools/cli/tansu.py):
     a restart comes back empty. What holds: the worker survives it, reconnects, finds the re-created topics
     (as `vien up` re-creates them) and ingests what is published after the restart; every document from
     before the restart stays in the store."""

@@ -16,17 +16,15 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from vien.documents.events import PoisonEvent, decode_event
 from vien.kafka import (
-    LocalBroker,
     close_consumer,
     ensure_topics,
     extract_context,
-    find_tansu,
     inject_headers,
     local_group_kwargs,
 )
-from vien.kafka.broker import kafka_metadata_ok
 from vien.v1.documents_pb2 import DocumentEvent
 from vien_ingest import dlq
+from vien_tools.cli.tansu import LocalBroker, find_tansu, kafka_metadata_ok
 
 aiokafka = pytest.importorskip("aiokafka")
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402

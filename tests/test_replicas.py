@@ -25,7 +25,7 @@ from test_documents_e2e import mixed_stream, vien, wait_for, wrong_documents
 from test_faults import committed_total
 from test_observability import scrape, value
 
-from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, ensure_topics
+from vien.kafka.topics import DEFAULT_DOCUMENT_PARTITIONS, ensure_topics
 from vien.runtime.config import Settings
 from vien.runtime.grpc_client import aio_channel
 from vien.store.base import SearchFilter

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from vien.documents.events import PoisonEvent, decode_event
-from vien.kafka.broker import close_consumer, local_group_kwargs
+from vien.kafka.topics import close_consumer, local_group_kwargs
 from vien.runtime.backoff import Backoff
 from vien.runtime.config import Settings
 from vien.runtime.errors import InvalidArgument, VienError

@@ -201,7 +201,7 @@ def parse_replicas(spec: str) -> dict[str, int]:
 def _create_topics(child: Child, document_partitions: int) -> None:
     import asyncio
 
-    from vien.kafka.broker import default_topics, ensure_topics
+    from vien.kafka.topics import default_topics, ensure_topics
 
     asyncio.run(ensure_topics(child.address, default_topics(document_partitions)))
 
@@ -211,7 +211,8 @@ def build_children(host: str, ports: dict[str, int], redis: bool, data_dir: Path
                    extra: dict[str, list[tuple[int, int]]] | None = None, doc_backend: str = "onnx") -> list[Child]:
     """`extra`: service -> (port, metrics port) of each replica beyond the first (see replica_ports);
     `doc_backend` "vllm": e5's document side on a supervised vLLM."""
-    from vien.kafka.broker import DEFAULT_DOCUMENT_PARTITIONS, LocalBroker, find_tansu, kafka_metadata_ok
+    from vien.kafka.topics import DEFAULT_DOCUMENT_PARTITIONS
+    from vien_tools.cli.tansu import LocalBroker, find_tansu, kafka_metadata_ok
 
     extra = extra or {}
     addr = {name: f"{host}:{port}" for name, port in ports.items()}
