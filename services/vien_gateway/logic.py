@@ -20,7 +20,7 @@ import orjson
 
 from vien.embedding.requests import check_texts, resolve_dims
 from vien.runtime.auth import ApiKeys
-from vien.runtime.config import DOCUMENT, QUERY, LimitsConfig, VienConfig
+from vien.runtime.config import DOCUMENT, QUERY, Kind, LimitsConfig, VienConfig
 from vien.runtime.errors import InvalidArgument, Unauthenticated
 from vien_gateway.token_arrays import TokenArrayError, check_token_arrays
 
@@ -86,7 +86,7 @@ class EmbedCall:
     texts: list[str]
     dimensions: int       # 0 = the profile's default
     encoding_format: str  # float | base64
-    kind: str             # query | document
+    kind: Kind            # query | document
     strict: bool          # reject texts over the token limit (OpenAI's behaviour) instead of truncating
     user: str | None
     single: bool = False  # `input` was one string (errors name `input`, not `input[0]`)

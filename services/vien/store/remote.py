@@ -44,7 +44,7 @@ class RemoteStore:
                                                                ("grpc.max_receive_message_length", 64 << 20)])
         self._stub = store_pb2_grpc.VectorStoreStub(traced_channel(self._raw))
 
-    def _call(self, method: str, request: object) -> object:
+    def _call(self, method: str, request: object) -> Any:  # the stub method's reply message
         try:
             return getattr(self._stub, method)(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:

@@ -63,7 +63,8 @@ def build_tiny_qwen3(out_dir: Path, seed: int = 0, layers: int = 4) -> Path:
     cfg = Qwen3Config(vocab_size=tok.get_vocab_size(), hidden_size=HIDDEN, intermediate_size=4 * HIDDEN,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=HEAD_DIM,
                       max_position_embeddings=4096, eos_token_id=eos_id, bos_token_id=eos_id,
-                      pad_token_id=eos_id, tie_word_embeddings=True, torch_dtype="float32")
+                      pad_token_id=eos_id, tie_word_embeddings=True,
+                      torch_dtype="float32")  # type: ignore[call-arg]  # passed through to PretrainedConfig
     torch.manual_seed(seed)
     Qwen3Model(cfg).eval().save_pretrained(str(out_dir))
     return out_dir
