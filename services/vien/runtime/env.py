@@ -110,8 +110,8 @@ VARS: dict[str, Var] = {v.name: v for v in (
     Var("VIEN_HNSW_PAYLOAD_M", "int", 16, "edges per node of the per-tenant graphs (tenant-aware index)",
         lo=0, hi=256),
     Var("VIEN_HNSW_EF_CONSTRUCT", "int", 100, "HNSW build-time beam", lo=4, hi=4096),
-    Var("VIEN_HNSW_EF", "int", 256, "HNSW search-time beam (256: recall@10 ≥ 0.98 in every build measured; 128 fell to "
-        "0.93 in one of five, bench/RESULTS.md)", lo=1, hi=4096),
+    Var("VIEN_HNSW_EF", "int", 256, "HNSW search-time beam (256: recall@10 ≥ 0.98 in every build measured; 128 gave "
+        "0.930–0.996 over five builds, bench/RESULTS.md)", lo=1, hi=4096),
     Var("VIEN_QUANTIZATION", "choice", "int8", "`int8` (scalar, in RAM, rescored with the full vectors) or "
         "`none`", choices=("int8", "none")),
     Var("VIEN_INDEX_THREADS", "int", 1, "threads of the Edge index build (it runs beside the searches); 0 = all",
